@@ -1,0 +1,208 @@
+"""The DDPM of Ho et al. 2020: forward process, epsilon loss and ancestral sampling.
+
+Framework-free (torch only) and network-free: every method that needs the denoiser takes it as an
+argument. A denoiser is any callable ``denoiser(x_t: [B, *S], cond: [B]) -> eps: [B, *S]``.
+"""
+
+from collections.abc import Callable, Iterator
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+Denoiser = Callable[[Tensor, Tensor], Tensor]
+
+# Noise-level conditioning feeds sqrt(alpha_bar_t) * NOISE_LEVEL_SCALE to the network, so both
+# conditionings span [0, ~1000] and share one sinusoidal embedding (WaveGrad and Mittal et al.
+# scale the continuous level the same way before their embedding).
+NOISE_LEVEL_SCALE = 1000.0
+
+
+def extract(a: Tensor, t: Tensor, x_shape: torch.Size) -> Tensor:
+    """Gather ``a[t]`` for a batch of steps and reshape to broadcast over ``x_shape``: [B, 1, ...]."""
+    return a.gather(0, t).reshape(t.shape[0], *((1,) * (len(x_shape) - 1)))
+
+
+def _randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """Standard normal noise drawn on the generator's device, so a seed gives the same draw anywhere."""
+    if generator is None:
+        return torch.randn(shape, device=device)
+    return torch.randn(shape, generator=generator, device=generator.device).to(device)
+
+
+class GaussianDiffusion(nn.Module):
+    """Discrete-time Gaussian diffusion with epsilon prediction.
+
+    Args:
+        betas: ``[T]`` noise schedule (see ``ddpm.schedules``), any float dtype.
+        time_condition: what the denoiser is conditioned on: the integer ``step`` t, or the
+            ``noise_level`` sqrt(alpha_bar_t) (times ``NOISE_LEVEL_SCALE``).
+        sigma: reverse-process variance, ``posterior`` (beta tilde_t, eq. 7) or ``beta`` (beta_t).
+        clip_x_start: clamp the predicted x_0 to ``[-clip_value, clip_value]`` while sampling
+            (for bounded data such as images; off for latents).
+    """
+
+    def __init__(
+        self,
+        betas: Tensor,
+        time_condition: Literal["step", "noise_level"] = "step",
+        sigma: Literal["posterior", "beta"] = "posterior",
+        clip_x_start: bool = False,
+        clip_value: float = 1.0,
+    ):
+        super().__init__()
+        if time_condition not in ("step", "noise_level"):
+            raise ValueError(f"time_condition must be 'step' or 'noise_level', got {time_condition!r}")
+        if sigma not in ("posterior", "beta"):
+            raise ValueError(f"sigma must be 'posterior' or 'beta', got {sigma!r}")
+        betas = torch.as_tensor(betas, dtype=torch.float64)
+        if betas.ndim != 1 or not ((betas > 0) & (betas < 1)).all():
+            raise ValueError("betas must be a 1-D tensor with values in (0, 1)")
+        self.time_condition = time_condition
+        self.sigma = sigma
+        self.clip_x_start = clip_x_start
+        self.clip_value = clip_value
+        self.num_timesteps = betas.shape[0]
+
+        alphas = 1.0 - betas
+        alphas_cumprod = torch.cumprod(alphas, 0)
+        alphas_cumprod_prev = torch.cat([alphas_cumprod.new_ones(1), alphas_cumprod[:-1]])
+        # eq. (7) of Ho et al.: posterior q(x_{t-1} | x_t, x_0) mean coefficients and variance.
+        posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
+        coefficients = {
+            "betas": betas,
+            "alphas_cumprod": alphas_cumprod,
+            "alphas_cumprod_prev": alphas_cumprod_prev,
+            "sqrt_alphas_cumprod": alphas_cumprod.sqrt(),
+            "sqrt_one_minus_alphas_cumprod": (1.0 - alphas_cumprod).sqrt(),
+            "sqrt_recip_alphas_cumprod": (1.0 / alphas_cumprod).sqrt(),
+            "sqrt_recipm1_alphas_cumprod": (1.0 / alphas_cumprod - 1.0).sqrt(),
+            "posterior_variance": posterior_variance,
+            "posterior_mean_coef1": betas * alphas_cumprod_prev.sqrt() / (1.0 - alphas_cumprod),
+            "posterior_mean_coef2": (1.0 - alphas_cumprod_prev) * alphas.sqrt() / (1.0 - alphas_cumprod),
+            "sampling_std": (posterior_variance if sigma == "posterior" else betas).sqrt(),
+        }
+        for name, value in coefficients.items():
+            # Derived from config: not part of the checkpoint.
+            self.register_buffer(name, value.float(), persistent=False)
+
+    # ----- forward process -----
+    def q_sample(self, x_start: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """Sample x_t ~ q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I), eq. (4)."""
+        return (
+            extract(self.sqrt_alphas_cumprod, t, x_start.shape) * x_start
+            + extract(self.sqrt_one_minus_alphas_cumprod, t, x_start.shape) * noise
+        )
+
+    def q_posterior(self, x_start: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and variance of q(x_{t-1} | x_t, x_0), eqs. (6)-(7); variance is [B, 1, ...]."""
+        mean = (
+            extract(self.posterior_mean_coef1, t, x_t.shape) * x_start
+            + extract(self.posterior_mean_coef2, t, x_t.shape) * x_t
+        )
+        return mean, extract(self.posterior_variance, t, x_t.shape)
+
+    def predict_start_from_noise(self, x_t: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """Invert eq. (4): x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
+        return (
+            extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t
+            - extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * noise
+        )
+
+    def model_condition(self, t: Tensor) -> Tensor:
+        """What the denoiser sees for step ``t`` ([B] long): the step itself or the noise level."""
+        if self.time_condition == "step":
+            return t.float()
+        return self.sqrt_alphas_cumprod[t] * NOISE_LEVEL_SCALE
+
+    # ----- training -----
+    def loss(
+        self,
+        denoiser: Denoiser,
+        x_start: Tensor,
+        t: Tensor | None = None,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Simplified objective ||eps - eps_theta(x_t, t)||^2 of eq. (14), one value per example: [B].
+
+        ``t`` defaults to uniform steps and ``noise`` to standard normal, both from ``generator``.
+        """
+        batch = x_start.shape[0]
+        if t is None:
+            t = torch.randint(0, self.num_timesteps, (batch,), generator=generator,
+                              device=generator.device if generator is not None else None)
+            t = t.to(x_start.device)
+        if noise is None:
+            noise = _randn(tuple(x_start.shape), generator, x_start.device)
+        x_t = self.q_sample(x_start, t, noise)
+        eps = denoiser(x_t, self.model_condition(t))
+        return (noise - eps).square().reshape(batch, -1).mean(dim=1)
+
+    # ----- sampling -----
+    def p_mean_std(self, denoiser: Denoiser, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Mean and std of p(x_{t-1} | x_t) and the predicted x_0.
+
+        Without clipping the mean equals eq. (11), (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) /
+        sqrt(alpha_t); written through x_0 so that clipping x_0 is possible.
+        """
+        eps = denoiser(x_t, self.model_condition(t))
+        x_start = self.predict_start_from_noise(x_t, t, eps)
+        if self.clip_x_start:
+            x_start = x_start.clamp(-self.clip_value, self.clip_value)
+        mean, _ = self.q_posterior(x_start, x_t, t)
+        return mean, extract(self.sampling_std, t, x_t.shape), x_start
+
+    def p_sample(self, denoiser: Denoiser, x_t: Tensor, t: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """One ancestral step x_t -> x_{t-1} (Algorithm 2); no noise is added at t = 0."""
+        mean, std, _ = self.p_mean_std(denoiser, x_t, t)
+        noise = _randn(tuple(x_t.shape), generator, x_t.device)
+        nonzero = extract((t > 0).float(), torch.arange(t.shape[0], device=t.device), x_t.shape)
+        return mean + nonzero * std * noise
+
+    @torch.no_grad()
+    def sample_progressive(
+        self,
+        denoiser: Denoiser,
+        shape: tuple[int, ...],
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        known: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Iterator[tuple[int, Tensor]]:
+        """Yield ``(t, x_t)`` from x_T down to x_0 (t = -1 marks the final x_0).
+
+        Infilling: where ``mask`` is 1, x_t is replaced by a forward sample of ``known`` at each
+        step (the replacement method of Song et al. 2021 that Mittal et al. use), so the result
+        keeps ``known`` there and the model fills in the rest.
+        """
+        device = torch.device(device)
+        x = _randn(tuple(shape), generator, device)
+        batch = shape[0]
+        if (known is None) != (mask is None):
+            raise ValueError("infilling needs both `known` and `mask`")
+        for step in reversed(range(self.num_timesteps)):
+            t = torch.full((batch,), step, device=device, dtype=torch.long)
+            if known is not None:
+                x_known = self.q_sample(known, t, _randn(tuple(shape), generator, device))
+                x = mask * x_known + (1 - mask) * x
+            yield step, x
+            x = self.p_sample(denoiser, x, t, generator)
+        if known is not None:
+            x = mask * known + (1 - mask) * x
+        yield -1, x
+
+    def sample(
+        self,
+        denoiser: Denoiser,
+        shape: tuple[int, ...],
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        known: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor:
+        """Draw x_0 samples of ``shape`` = [B, *S] (Algorithm 2); see ``sample_progressive``."""
+        x = None
+        for _, x in self.sample_progressive(denoiser, shape, generator, device, known, mask):
+            pass
+        return x
