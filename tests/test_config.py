@@ -1,0 +1,40 @@
+import pytest
+from hydra.utils import instantiate
+
+from ddpm.training import build_model
+from tests.helpers import compose_train
+
+VALID = [("unet", "digits"), ("unet", "mnist"), ("dense", "digits"), ("dense", "mnist")]
+
+
+@pytest.mark.parametrize("model, data", VALID)
+def test_model_data_configs_compose_and_instantiate(model, data, tmp_path):
+    cfg = compose_train([f"model={model}", f"data={data}", "model.mlp_dims=64" if model == "dense" else "model.base_channels=8"], tmp_path)
+    datamodule = instantiate(cfg.data)
+    module = build_model(cfg, datamodule)
+    assert tuple(module.denoiser.sample_shape) == datamodule.sample_shape
+    assert module.diffusion.clip_x_start is True  # images are bounded
+    for name in ("trainer", "logger"):
+        assert instantiate(cfg[name], **({"callbacks": []} if name == "trainer" else {})) is not None
+    for callback in cfg.callbacks.values():
+        assert instantiate(callback) is not None
+
+
+def test_transformer_on_images_is_a_clear_error(tmp_path):
+    cfg = compose_train(["model=transformer", "data=digits"], tmp_path)
+    with pytest.raises(Exception, match="frames, dims"):  # Hydra wraps the ValueError
+        build_model(cfg, instantiate(cfg.data))
+
+
+@pytest.mark.parametrize("schedule", ["linear_betas", "cosine_betas", "mittal_betas"])
+def test_schedule_swaps_by_target(schedule, tmp_path):
+    cfg = compose_train([f"diffusion.betas._target_=ddpm.schedules.{schedule}"], tmp_path)
+    diffusion = instantiate(cfg.diffusion, clip_x_start=False)
+    assert diffusion.num_timesteps == 1000
+
+
+def test_scheduler_group(tmp_path):
+    cfg = compose_train(["scheduler=cosine", "model.base_channels=8"], tmp_path)
+    module = build_model(cfg, instantiate(cfg.data))
+    config = module.configure_optimizers()
+    assert type(config["lr_scheduler"]["scheduler"]).__name__ == "CosineAnnealingLR"

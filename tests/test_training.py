@@ -1,0 +1,114 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ddpm.checkpoint_io import AtomicCheckpointIO
+from ddpm.sampling import CheckpointError, load_checkpoint
+from ddpm.training import train
+from tests.helpers import FAST, compose_train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_UNET = ["model.base_channels=8", "model.channel_mults=[1,2]"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    metrics = train(compose_train(FAST + TINY_UNET, out))
+    assert np.isfinite(metrics["train/loss_epoch"]) and np.isfinite(metrics["val/loss"])
+    return out
+
+
+def test_train_writes_checkpoints_samples_loss_plot_and_tensorboard(run_dir):
+    assert (run_dir / "diffusion_model_000.ckpt").is_file()
+    assert (run_dir / "last.ckpt").is_file()
+    assert (run_dir / "samples" / "epoch_000.png").stat().st_size > 0
+    assert np.load(run_dir / "samples" / "epoch_000.npz")["samples"].shape == (4, 1, 8, 8)
+    assert (run_dir / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert not list(run_dir.glob("*.tmp"))
+
+
+def test_checkpoint_holds_weights_and_config_not_diffusion_buffers(run_dir):
+    ckpt = load_checkpoint(run_dir / "last.ckpt")
+    assert ckpt["run_config"]["model"]["_target_"] == "ddpm.denoisers.UNet"
+    keys = ckpt["state_dict"].keys()
+    assert any(k.startswith("denoiser.") for k in keys) and any(k.startswith("ema.") for k in keys)
+    assert not any(k.startswith("diffusion.") for k in keys)
+
+
+def test_sample_cli_writes_grid_array_and_record(run_dir, tmp_path):
+    out = tmp_path / "s"
+    cmd = [sys.executable, "sample.py", f"ckpt={run_dir / 'last.ckpt'}", "n=6", "seed=3", f"out_dir={out}"]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    samples = np.load(out / "samples.npz")["samples"]
+    assert samples.shape == (6, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 1
+    record = json.loads((out / "record.json").read_text())
+    assert record["n"] == 6 and record["seed"] == 3 and record["checkpoint"].endswith("last.ckpt")
+    subprocess.run(cmd[:-1] + [f"out_dir={tmp_path / 's2'}"], cwd=ROOT, check=True, capture_output=True)
+    assert np.array_equal(np.load(tmp_path / "s2" / "samples.npz")["samples"], samples)  # seeded
+
+
+def test_sample_cli_missing_checkpoint_is_a_clear_error(tmp_path):
+    res = subprocess.run([sys.executable, "sample.py", f"ckpt={tmp_path / 'nope.ckpt'}"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 2 and "checkpoint not found" in res.stderr and "nope.ckpt" in res.stderr
+
+
+def test_incompatible_checkpoint_is_a_clear_error(run_dir, tmp_path):
+    ckpt = torch.load(run_dir / "last.ckpt", weights_only=False)
+    ckpt["run_config"]["model"]["base_channels"] = 16
+    bad = tmp_path / "bad.ckpt"
+    torch.save(ckpt, bad)
+    from ddpm.sampling import restore
+
+    with pytest.raises(CheckpointError, match="does not match"):
+        restore(load_checkpoint(bad), bad)
+    torch.save({"foo": 1}, bad)
+    with pytest.raises(CheckpointError, match="not written by this project"):
+        load_checkpoint(bad)
+    bad.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_checkpoint(bad)
+
+
+def test_resume_continues_from_last_checkpoint(run_dir, tmp_path):
+    cfg = compose_train(FAST + TINY_UNET + ["trainer.max_epochs=2", f"+ckpt_path={run_dir / 'last.ckpt'}"], tmp_path)
+    train(cfg)
+    assert (tmp_path / "diffusion_model_001.ckpt").is_file()
+    assert not (tmp_path / "diffusion_model_000.ckpt").exists()  # epoch 0 came from the resumed run
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 1
+
+
+def test_atomic_save_keeps_old_file_when_write_fails(tmp_path, monkeypatch):
+    io, path = AtomicCheckpointIO(), tmp_path / "x.ckpt"
+    io.save_checkpoint({"a": 1}, path)
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(OSError):
+        io.save_checkpoint({"a": 2}, path)
+    assert torch.load(path)["a"] == 1 and os.listdir(tmp_path) == ["x.ckpt"]
+
+
+def test_hydra_cli_multirun_writes_one_folder_per_job(tmp_path):
+    overrides = [o for o in FAST if not o.startswith("callbacks.samples")] + TINY_UNET
+    cmd = [sys.executable, "train.py", "-m", "seed=0,1", "callbacks.samples=null", "logger=none",
+           f"hydra.sweep.dir={tmp_path}", *overrides]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    assert (tmp_path / "0" / "last.ckpt").is_file() and (tmp_path / "1" / "last.ckpt").is_file()
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    cmd = [sys.executable, "train.py", "trainer=ddp_cpu", "logger=none", f"hydra.run.dir={tmp_path}", *FAST, *TINY_UNET]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "world_size: 2" in res.stderr or "MEMBER: 2/2" in res.stderr + res.stdout
+    assert (tmp_path / "last.ckpt").is_file() and (tmp_path / "samples" / "epoch_000.png").is_file()
