@@ -57,7 +57,7 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
     start = time.perf_counter()
     samples = module.sample(cfg.n, torch.Generator().manual_seed(cfg.seed), batch_size=cfg.batch_size)
     seconds = time.perf_counter() - start
-    files = datamodule.write_samples(samples, out_dir, "samples")
+    files = datamodule.write_samples(samples, out_dir, "generated")
     record = {
         "checkpoint": str(ckpt_path.resolve()),
         "epoch": ckpt.get("epoch"),

@@ -4,16 +4,17 @@ from hydra.utils import instantiate
 from ddpm.training import build_model
 from tests.helpers import compose_train
 
-VALID = [("unet", "digits"), ("unet", "mnist"), ("dense", "digits"), ("dense", "mnist")]
+VALID = [("unet", "digits"), ("unet", "mnist"), ("dense", "digits"), ("dense", "mnist"), ("dense", "mvae"), ("transformer", "mvae")]
+SMALL = {"unet": "model.base_channels=8", "dense": "model.mlp_dims=64", "transformer": "model.mlp_dims=64"}
 
 
 @pytest.mark.parametrize("model, data", VALID)
 def test_model_data_configs_compose_and_instantiate(model, data, tmp_path):
-    cfg = compose_train([f"model={model}", f"data={data}", "model.mlp_dims=64" if model == "dense" else "model.base_channels=8"], tmp_path)
+    cfg = compose_train([f"model={model}", f"data={data}", SMALL[model]], tmp_path)
     datamodule = instantiate(cfg.data)
     module = build_model(cfg, datamodule)
     assert tuple(module.denoiser.sample_shape) == datamodule.sample_shape
-    assert module.diffusion.clip_x_start is True  # images are bounded
+    assert module.diffusion.clip_x_start is (data != "mvae")  # clip images, never latents
     for name in ("trainer", "logger"):
         assert instantiate(cfg[name], **({"callbacks": []} if name == "trainer" else {})) is not None
     for callback in cfg.callbacks.values():

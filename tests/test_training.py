@@ -47,12 +47,12 @@ def test_sample_cli_writes_grid_array_and_record(run_dir, tmp_path):
     out = tmp_path / "s"
     cmd = [sys.executable, "sample.py", f"ckpt={run_dir / 'last.ckpt'}", "n=6", "seed=3", f"out_dir={out}"]
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
-    samples = np.load(out / "samples.npz")["samples"]
+    samples = np.load(out / "generated.npz")["samples"]
     assert samples.shape == (6, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 1
     record = json.loads((out / "record.json").read_text())
     assert record["n"] == 6 and record["seed"] == 3 and record["checkpoint"].endswith("last.ckpt")
     subprocess.run(cmd[:-1] + [f"out_dir={tmp_path / 's2'}"], cwd=ROOT, check=True, capture_output=True)
-    assert np.array_equal(np.load(tmp_path / "s2" / "samples.npz")["samples"], samples)  # seeded
+    assert np.array_equal(np.load(tmp_path / "s2" / "generated.npz")["samples"], samples)  # seeded
 
 
 def test_sample_cli_missing_checkpoint_is_a_clear_error(tmp_path):

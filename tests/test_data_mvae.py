@@ -1,0 +1,151 @@
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from ddpm.data.mvae import LatentDataModule, UnrepeatedSampler
+from ddpm.data.tfrecords import RecordError, read_latents, write_latents
+
+SHAPE = (8, 16)
+
+
+def make_shards(root, n_train=(5, 4, 3), n_eval=(3, 2), shape=SHAPE, seed=0):
+    """Several shards per split with distinct, recognisable latents; returns (train, eval) arrays."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split, counts in (("train", n_train), ("eval", n_eval)):
+        chunks = []
+        for i, n in enumerate(counts):
+            x = rng.normal(0, 2, (n, *shape)).astype(np.float32)
+            write_latents(root / f"{split}-{i:05d}-of-{len(counts):05d}.tfrecord", x)
+            chunks.append(x)
+        out[split] = np.concatenate(chunks)
+    return out["train"], out["eval"]
+
+
+def test_records_read_back_exactly(tmp_path):
+    train, evals = make_shards(tmp_path)
+    dm = LatentDataModule(str(tmp_path), input_shape=SHAPE, normalize=False)
+    assert np.array_equal(dm.read_split("train"), train) and np.array_equal(dm.read_split("eval"), evals)
+
+
+def test_limit_per_split(tmp_path):
+    train, evals = make_shards(tmp_path)
+    dm = LatentDataModule(str(tmp_path), input_shape=SHAPE, normalize=False, limit=7)
+    assert np.array_equal(dm.read_split("train"), train[:7])
+    assert np.array_equal(dm.read_split("eval"), evals)  # only 5 there
+
+
+def test_normalization_uses_train_statistics_and_inverts(tmp_path):
+    train, evals = make_shards(tmp_path)
+    dm = LatentDataModule(str(tmp_path), input_shape=SHAPE, normalize=True)
+    dm.setup("fit")
+    assert (dm.data_min, dm.data_max) == (float(train.min()), float(train.max()))
+    x_train = dm.train_set.tensors[0]
+    assert x_train.min().item() == -1.0 and x_train.max().item() == pytest.approx(1.0)
+    x_eval = dm.val_set.tensors[0].numpy()
+    expected = (evals - train.min()) / (train.max() - train.min()) * 2 - 1
+    assert np.allclose(x_eval, expected, atol=1e-6)
+    assert np.allclose(dm.decode(torch.from_numpy(x_eval)), evals, atol=1e-5)
+
+
+def test_slice_keeps_dims_and_reinflation_puts_them_back(tmp_path):
+    train, _ = make_shards(tmp_path)
+    keep = [3, 0, 11, 7]
+    with open(tmp_path / "slice.pkl", "wb") as f:
+        pickle.dump(keep, f)
+    dm = LatentDataModule(str(tmp_path), input_shape=SHAPE, slice_dims=str(tmp_path / "slice.pkl"), seq_len=6)
+    assert dm.sample_shape == (6, 4)
+    dm.setup("fit")
+    model_space = dm.train_set.tensors[0]
+    assert model_space.shape == (len(train), 6, 4)
+    full = dm.decode(model_space)
+    assert full.shape == (len(train), 6, 16)
+    assert np.allclose(full[..., keep], train[:, :6, keep], atol=1e-5)
+    dropped = np.setdiff1d(np.arange(16), keep)
+    assert not np.allclose(full[..., dropped], train[:, :6, dropped], atol=0.1)
+    assert abs(full[..., dropped].std() - 1.0) < 0.15  # standard normal fill, as Mittal et al.
+
+
+def test_state_dict_round_trip_restores_inverse(tmp_path):
+    make_shards(tmp_path)
+    dm = LatentDataModule(str(tmp_path), input_shape=SHAPE, slice_dims=[1, 2])
+    dm.setup("fit")
+    fresh = LatentDataModule(str(tmp_path / "elsewhere"), input_shape=SHAPE)
+    fresh.load_state_dict(dm.state_dict())
+    x = torch.rand(3, 8, 2) * 2 - 1
+    assert np.array_equal(fresh.decode(x), dm.decode(x))
+
+
+def test_exact_record_counts_with_two_workers(tmp_path):
+    train, evals = make_shards(tmp_path, n_train=(13, 8, 9))
+    dm = LatentDataModule(str(tmp_path), input_shape=SHAPE, normalize=False, batch_size=4, num_workers=2)
+    dm.setup("fit")
+    seen = torch.cat(list(dm.train_dataloader()))
+    assert len(seen) == len(train)
+    assert np.array_equal(np.sort(seen.numpy().reshape(len(seen), -1), 0), np.sort(train.reshape(len(train), -1), 0))
+    assert len(torch.cat(list(dm.val_dataloader()))) == len(evals)
+
+
+def test_unrepeated_sampler_covers_each_eval_record_once():
+    data = list(range(11))
+    parts = [list(UnrepeatedSampler(data, 2, r)) for r in range(2)]
+    assert sorted(parts[0] + parts[1]) == data
+
+
+def test_wrong_input_shape_names_file_and_record(tmp_path):
+    write_latents(tmp_path / "train-0.tfrecord", np.zeros((2, 8, 16), np.float32))
+    write_latents(tmp_path / "train-1.tfrecord", np.zeros((1, 8, 12), np.float32))
+    dm = LatentDataModule(str(tmp_path), input_shape=SHAPE)
+    with pytest.raises(RecordError, match=r"train-1\.tfrecord, record 0: input_shape \[8, 12\] disagrees .* \[8, 16\]"):
+        dm.read_split("train")
+
+
+def test_truncated_and_corrupt_records(tmp_path):
+    path = tmp_path / "train-0.tfrecord"
+    write_latents(path, np.ones((3, 8, 16), np.float32))
+    blob = path.read_bytes()
+    path.write_bytes(blob[:-10])
+    with pytest.raises(RecordError, match=r"train-0\.tfrecord, record 2 .*truncated"):
+        read_latents(path, SHAPE)
+    corrupt = bytearray(blob)
+    record_len = len(blob) // 3
+    corrupt[record_len + 40] ^= 0xFF  # flip a byte inside record 1's data
+    path.write_bytes(bytes(corrupt))
+    with pytest.raises(RecordError, match=r"record 1 .*data checksum mismatch"):
+        read_latents(path, SHAPE)
+    bad_len = bytearray(blob)
+    bad_len[0:8] = struct.pack("<Q", 5)
+    path.write_bytes(bytes(bad_len))
+    with pytest.raises(RecordError, match=r"record 0 .*length checksum"):
+        read_latents(path, SHAPE)
+
+
+def test_empty_split_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no train-\*\.tfrecord files in .*"):
+        LatentDataModule(str(tmp_path), input_shape=SHAPE).read_split("train")
+    write_latents(tmp_path / "eval-0.tfrecord", np.zeros((0, 8, 16), np.float32))
+    with pytest.raises(RecordError, match="eval split .* has no records"):
+        LatentDataModule(str(tmp_path), input_shape=SHAPE).read_split("eval")
+
+
+def test_bad_slice_dims_and_seq_len():
+    with pytest.raises(ValueError, match="slice_dims"):
+        LatentDataModule(input_shape=SHAPE, slice_dims=[0, 16])
+    with pytest.raises(FileNotFoundError, match="slice_dims file not found"):
+        LatentDataModule(input_shape=SHAPE, slice_dims="/no/such.pkl")
+    with pytest.raises(ValueError, match="seq_len"):
+        LatentDataModule(input_shape=SHAPE, seq_len=9)
+
+
+def test_write_samples_npz_and_mittal_pickle(tmp_path):
+    dm = LatentDataModule(input_shape=SHAPE, slice_dims=[0, 5])
+    dm.data_min, dm.data_max = -3.0, 5.0
+    files = dm.write_samples(torch.zeros(2, 8, 2), tmp_path, "generated")
+    samples = np.load(files["npz"])["samples"]
+    with open(files["pkl"], "rb") as f:
+        pickled = pickle.load(f)
+    assert samples.shape == (2, 8, 16) and np.array_equal(pickled, samples)
+    assert np.allclose(samples[..., [0, 5]], 1.0)  # model 0 -> midpoint of [-3, 5]
