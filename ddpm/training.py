@@ -1,6 +1,7 @@
 """``train(cfg)``: build data, denoiser, diffusion and Trainer from a Hydra config and fit."""
 
 import logging
+import os
 from pathlib import Path
 
 import lightning as L
@@ -26,6 +27,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     datamodule = instantiate(cfg.data)
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+        # Data that is derived on first use (the melody latents) must exist before the model is
+        # sized from it; Lightning's DDP workers start after this and find it on disk.
+        datamodule.prepare_data()
     module = build_model(cfg, datamodule)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     callbacks.append(RunConfig(OmegaConf.to_container(cfg, resolve=True)))

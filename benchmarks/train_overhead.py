@@ -1,0 +1,107 @@
+"""Training throughput: the Lightning training step against a bare PyTorch loop, same model and data.
+
+    python benchmarks/train_overhead.py                       # UNet on 8x8 digits, batch 64
+    python benchmarks/train_overhead.py --overrides experiment=mittal_melody data.dir=... 
+
+Both loops do the same work per step: diffusion loss, backward, gradient clipping at 1.0, AdamW,
+EMA update. Each mode runs in its own process (so peak memory is its own), alternating for
+``--rounds``; the best round of each is kept. Prints samples/s, peak RSS, and the ratio.
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import make_config  # noqa: E402
+
+
+def run_mode(mode: str, overrides: list[str], steps: int, warmup: int) -> dict:
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from ddpm.training import build_model
+
+    torch.manual_seed(0)
+    out = tempfile.mkdtemp()
+    cfg = make_config(overrides, out)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    module = build_model(cfg, datamodule)
+    batch_size = datamodule.batch_size
+
+    if mode == "bare":
+        loader = datamodule.train_dataloader()
+        optimizer = module.optimizer(params=module.denoiser.parameters())
+        step, start = 0, None
+        while step < warmup + steps:
+            for batch in loader:
+                if step == warmup:
+                    start = time.perf_counter()
+                loss = module.diffusion.loss(module.denoiser, batch).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(module.denoiser.parameters(), 1.0)
+                optimizer.step()
+                module.on_train_batch_end(None, batch, step)  # the same EMA update
+                step += 1
+                if step == warmup + steps:
+                    break
+        seconds = time.perf_counter() - start
+    else:
+
+        class Clock(L.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                if trainer.global_step == warmup:
+                    self.start = time.perf_counter()
+
+            def on_train_end(self, trainer, pl_module):
+                self.seconds = time.perf_counter() - self.start
+
+        clock = Clock()
+        trainer = L.Trainer(
+            accelerator="cpu", devices=1, max_steps=warmup + steps, gradient_clip_val=1.0, logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            limit_val_batches=0, callbacks=[clock], max_epochs=-1,
+        )
+        trainer.fit(module, datamodule=datamodule)
+        seconds = clock.seconds
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"mode": mode, "samples_per_s": steps * batch_size / seconds, "peak_rss_mib": peak_mib, "batch": batch_size}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--overrides", nargs="*", default=[])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--mode", choices=["bare", "lightning"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.mode:
+        print(json.dumps(run_mode(args.mode, args.overrides, args.steps, args.warmup)))
+        return
+    best: dict[str, dict] = {}
+    for _ in range(args.rounds):
+        for mode in ("bare", "lightning"):
+            cmd = [sys.executable, __file__, "--mode", mode, "--steps", str(args.steps), "--warmup", str(args.warmup),
+                   "--overrides", *args.overrides]
+            res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+            if mode not in best or res["samples_per_s"] > best[mode]["samples_per_s"]:
+                best[mode] = res
+    print(f"config overrides: {' '.join(args.overrides) or '(defaults)'}; batch {best['bare']['batch']}, "
+          f"{args.steps} timed steps after {args.warmup} warm-up, best of {args.rounds}, {torch.get_num_threads()} threads")
+    for mode in ("bare", "lightning"):
+        print(f"{mode:<10} {best[mode]['samples_per_s']:9.1f} samples/s   peak RSS {best[mode]['peak_rss_mib']:7.0f} MiB")
+    print(f"ratio lightning/bare: {best['lightning']['samples_per_s'] / best['bare']['samples_per_s']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

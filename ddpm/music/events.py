@@ -1,0 +1,113 @@
+"""Monophonic melodies as MusicVAE melody events on a 16th-note grid, and their MIDI form.
+
+One event per 16th-note step (Roberts et al. 2018, ``MelodyOneHotEncoding``): class 0 = no event
+(hold the note or rest), 1 = note-off, 2..89 = note-on of MIDI pitch 21..108. 90 classes.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+NO_EVENT, NOTE_OFF = 0, 1
+MIN_PITCH, MAX_PITCH = 21, 108
+NUM_CLASSES = 2 + MAX_PITCH - MIN_PITCH + 1  # 90
+STEPS_PER_QUARTER = 4
+WINDOW_STEPS = 32  # one MusicVAE window: 2 bars of 4/4
+
+
+@dataclass(frozen=True)
+class Note:
+    """A note on the step grid: pitch (MIDI), onset step, end step (exclusive)."""
+
+    pitch: int
+    start: int
+    end: int
+
+
+def notes_to_events(notes: list[Note], num_steps: int | None = None) -> np.ndarray:
+    """Notes -> event array [num_steps] (int64). Overlaps are cut at the next onset; of notes with the
+    same onset the highest pitch wins (the melody of a chord or of a multi-voice bar)."""
+    by_onset: dict[int, Note] = {}
+    for note in notes:
+        if note.end <= note.start or not MIN_PITCH <= note.pitch <= MAX_PITCH:
+            continue
+        if note.start not in by_onset or note.pitch > by_onset[note.start].pitch:
+            by_onset[note.start] = note
+    onsets = sorted(by_onset)
+    length = max((by_onset[s].end for s in onsets), default=0) if num_steps is None else num_steps
+    events = np.full(length, NO_EVENT, dtype=np.int64)
+    for i, start in enumerate(onsets):
+        if start >= length:
+            break
+        note = by_onset[start]
+        end = min(note.end, onsets[i + 1] if i + 1 < len(onsets) else note.end, length)
+        events[start] = note.pitch - MIN_PITCH + 2
+        if end < length and (i + 1 == len(onsets) or onsets[i + 1] > end):
+            events[end] = NOTE_OFF
+    return events
+
+
+def events_to_notes(events: np.ndarray) -> list[Note]:
+    """Event array -> notes; a note lasts until the next note-on or note-off (or the end)."""
+    notes, current = [], None
+    for step, event in enumerate(np.asarray(events).tolist()):
+        if event == NO_EVENT:
+            continue
+        if current is not None:
+            notes.append(Note(current[0], current[1], step))
+            current = None
+        if event >= 2:
+            current = (event - 2 + MIN_PITCH, step)
+    if current is not None:
+        notes.append(Note(current[0], current[1], len(events)))
+    return notes
+
+
+def check_events(events: np.ndarray) -> None:
+    """Raise ValueError unless ``events`` is a valid 1-D melody event array."""
+    events = np.asarray(events)
+    if events.ndim != 1 or events.min(initial=0) < 0 or events.max(initial=0) >= NUM_CLASSES:
+        raise ValueError(f"melody events must be a 1-D array of classes in [0, {NUM_CLASSES}), got shape {events.shape}")
+
+
+def write_midi(events: np.ndarray, path: str | Path, qpm: float = 120.0, program: int = 0, velocity: int = 90) -> Path:
+    """Write a one-instrument MIDI file of the melody (pretty_midi)."""
+    import pretty_midi
+
+    check_events(events)
+    seconds_per_step = 60.0 / qpm / STEPS_PER_QUARTER
+    midi = pretty_midi.PrettyMIDI(initial_tempo=qpm)
+    instrument = pretty_midi.Instrument(program=program, name="melody")
+    for note in events_to_notes(events):
+        instrument.notes.append(
+            pretty_midi.Note(velocity, note.pitch, note.start * seconds_per_step, note.end * seconds_per_step)
+        )
+    midi.instruments.append(instrument)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    midi.write(str(path))
+    return path
+
+
+def read_midi(path: str | Path) -> tuple[np.ndarray, int]:
+    """A MIDI file -> (events on the 16th grid, steps per bar).
+
+    Takes the non-drum instrument with the most notes, reads the grid from its tempo map
+    (beats as MIDI quarter notes), and the bar from the first time signature (4/4 if none).
+    """
+    import pretty_midi
+
+    midi = pretty_midi.PrettyMIDI(str(path))
+    instruments = [i for i in midi.instruments if not i.is_drum and i.notes]
+    if not instruments:
+        raise ValueError(f"{path}: no pitched notes")
+    instrument = max(instruments, key=lambda i: len(i.notes))
+    ticks_per_step = midi.resolution / STEPS_PER_QUARTER
+    notes = [
+        Note(n.pitch, round(midi.time_to_tick(n.start) / ticks_per_step), round(midi.time_to_tick(n.end) / ticks_per_step))
+        for n in instrument.notes
+    ]
+    ts = midi.time_signature_changes[0] if midi.time_signature_changes else None
+    steps_per_bar = 16 if ts is None else ts.numerator * STEPS_PER_QUARTER * 4 // ts.denominator
+    return notes_to_events(notes), steps_per_bar

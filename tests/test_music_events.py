@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+from ddpm.music.events import (
+    NOTE_OFF,
+    NUM_CLASSES,
+    Note,
+    events_to_notes,
+    notes_to_events,
+    read_midi,
+    write_midi,
+)
+
+
+def on(pitch: int) -> int:
+    return pitch - 21 + 2
+
+
+def test_encoding_constants_match_musicvae():
+    assert NUM_CLASSES == 90 and on(21) == 2 and on(108) == 89
+
+
+def test_notes_to_events_cuts_overlaps_and_keeps_top_note():
+    notes = [Note(60, 0, 6), Note(62, 4, 6), Note(64, 8, 12), Note(67, 8, 10), Note(65, 14, 16)]
+    events = notes_to_events(notes, 16)
+    expected = np.zeros(16, dtype=np.int64)
+    expected[[0, 4, 6, 8, 10, 14]] = [on(60), on(62), NOTE_OFF, on(67), NOTE_OFF, on(65)]
+    assert events.tolist() == expected.tolist()
+    assert events_to_notes(events) == [Note(60, 0, 4), Note(62, 4, 6), Note(67, 8, 10), Note(65, 14, 16)]
+
+
+def test_out_of_range_and_empty_notes_dropped():
+    events = notes_to_events([Note(10, 0, 4), Note(60, 4, 4), Note(72, 4, 8)])
+    assert events.tolist() == [0, 0, 0, 0, on(72), 0, 0, 0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_events_notes_round_trip_is_monophonic(seed):
+    rng = np.random.default_rng(seed)
+    events = rng.choice(NUM_CLASSES, size=64, p=np.r_[0.6, 0.1, np.full(88, 0.3 / 88)])
+    notes = events_to_notes(events)
+    assert all(a.end <= b.start for a, b in zip(notes, notes[1:]))  # one note at a time
+    assert notes_to_events(notes, 64).tolist() == _canonical(events).tolist()
+
+
+def _canonical(events):
+    """Note-offs with no sounding note carry no information: drop them, as a round trip does."""
+    out, sounding = events.copy(), False
+    for i, e in enumerate(events):
+        if e == NOTE_OFF:
+            out[i] = NOTE_OFF if sounding else 0
+            sounding = False
+        elif e >= 2:
+            sounding = True
+    return out
+
+
+def test_midi_write_read_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    events = rng.choice(NUM_CLASSES, size=128, p=np.r_[0.6, 0.1, np.full(88, 0.3 / 88)])
+    for qpm in (90.0, 120.0, 150.0):
+        path = write_midi(events, tmp_path / f"m{qpm}.mid", qpm=qpm)
+        back, steps_per_bar = read_midi(path)
+        expected = _canonical(events)
+        last = np.flatnonzero(expected)[-1] + 1
+        assert back[:last].tolist() == expected[:last].tolist() and steps_per_bar == 16
+
+
+def test_write_midi_rejects_bad_events(tmp_path):
+    with pytest.raises(ValueError, match="1-D array of classes"):
+        write_midi(np.array([0, 95]), tmp_path / "x.mid")
