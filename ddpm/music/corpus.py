@@ -80,7 +80,9 @@ def score_to_tune(score, source: str) -> tuple["Tune | None", str]:
         start = round((float(n.offset) + shift) * STEPS_PER_QUARTER)
         end = round((float(n.offset + n.duration.quarterLength) + shift) * STEPS_PER_QUARTER)
         notes.append(Note(pitch, start, max(end, start + 1)))
-    return events_to_tune(notes_to_events(notes), title, source, ts.ratioString)
+    total = round((float(part.highestTime) + shift) * STEPS_PER_QUARTER)  # includes trailing rests
+    return events_to_tune(notes_to_events(notes, max(total, max((n.end for n in notes), default=0))),
+                          title, source, ts.ratioString)
 
 
 def events_to_tune(events: np.ndarray, title: str, source: str, meter: str) -> tuple["Tune | None", str]:
@@ -176,7 +178,7 @@ def load_melodies(
     Returns (tunes, report) where the report counts tunes, windows and skip reasons.
     """
     collections = list(collections or [])
-    spec = json.dumps({"collections": collections, "midi_dir": str(midi_dir) if midi_dir else None, "v": 1})
+    spec = json.dumps({"collections": collections, "midi_dir": str(midi_dir) if midi_dir else None, "v": 2})
     cache = Path(cache_dir) / f"melodies-{hashlib.sha256(spec.encode()).hexdigest()[:12]}.npz"
     if cache.exists():
         return _load_cache(cache)

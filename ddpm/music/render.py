@@ -24,11 +24,13 @@ def find_soundfont() -> Path | None:
     return next((Path(p) for p in SOUNDFONTS if Path(p).is_file()), None)
 
 
-def render_audio(midi_path: str | Path, wav_path: str | Path, sample_rate: int = 22050) -> tuple[Path, str]:
+def render_audio(midi_path: str | Path, wav_path: str | Path, sample_rate: int = 22050,
+                 seconds: float | None = None) -> tuple[Path, str]:
     """Render a MIDI file to 16-bit mono WAV; returns (path, renderer used).
 
     Uses the ``fluidsynth`` program with a GM soundfont when both are installed (``make install-audio``),
-    else pretty_midi's sine-wave synthesis so that audio is still produced.
+    else pretty_midi's sine-wave synthesis so that audio is still produced. ``seconds`` trims or
+    pads the result to exactly that length (a synth's release tail otherwise varies).
     """
     midi_path, wav_path = Path(midi_path), Path(wav_path)
     wav_path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,7 +39,7 @@ def render_audio(midi_path: str | Path, wav_path: str | Path, sample_rate: int =
         cmd = [program, "-ni", "-q", "-g", "0.8", "-r", str(sample_rate), "-F", str(wav_path), "-T", "wav",
                "-O", "s16", str(soundfont), str(midi_path)]
         subprocess.run(cmd, check=True, capture_output=True, timeout=300)
-        _to_mono(wav_path)
+        _finish(wav_path, seconds)
         return wav_path, f"fluidsynth {soundfont.name}"
     import pretty_midi
     from scipy.io import wavfile
@@ -45,15 +47,22 @@ def render_audio(midi_path: str | Path, wav_path: str | Path, sample_rate: int =
     audio = pretty_midi.PrettyMIDI(str(midi_path)).synthesize(fs=sample_rate)
     peak = np.abs(audio).max() or 1.0
     wavfile.write(wav_path, sample_rate, (audio / peak * 0.8 * 32767).astype(np.int16))
+    _finish(wav_path, seconds)
     return wav_path, "sine (no soundfont installed)"
 
 
-def _to_mono(wav_path: Path) -> None:
+def _finish(wav_path: Path, seconds: float | None) -> None:
+    """Down-mix to mono and, with ``seconds``, trim or zero-pad to that length with a 50 ms fade-out."""
     from scipy.io import wavfile
 
     rate, audio = wavfile.read(wav_path)
-    if audio.ndim == 2:
-        wavfile.write(wav_path, rate, audio.mean(axis=1).astype(audio.dtype))
+    audio = audio.mean(axis=1) if audio.ndim == 2 else audio.astype(np.float64)
+    if seconds is not None:
+        n = round(seconds * rate)
+        audio = np.pad(audio[:n], (0, max(0, n - len(audio))))
+        fade = min(n, round(0.05 * rate))
+        audio[n - fade :] *= np.linspace(1, 0, fade)
+    wavfile.write(wav_path, rate, audio.astype(np.int16))
 
 
 def piano_roll_figure(melodies: list[np.ndarray], titles: list[str] | None = None, steps_per_bar: int = 16):
