@@ -10,7 +10,7 @@ SMALL = {"unet": "model.base_channels=8", "dense": "model.mlp_dims=64", "transfo
 
 @pytest.mark.parametrize("model, data", VALID)
 def test_model_data_configs_compose_and_instantiate(model, data, tmp_path):
-    cfg = compose_train([f"model={model}", f"data={data}", SMALL[model]], tmp_path)
+    cfg = compose_train([f"model={model}", f"data={data}", "diffusion=ddpm", SMALL[model]], tmp_path)
     datamodule = instantiate(cfg.data)
     module = build_model(cfg, datamodule)
     assert tuple(module.denoiser.sample_shape) == datamodule.sample_shape
@@ -29,13 +29,22 @@ def test_transformer_on_images_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("schedule", ["linear_betas", "cosine_betas", "mittal_betas"])
 def test_schedule_swaps_by_target(schedule, tmp_path):
-    cfg = compose_train([f"diffusion.betas._target_=ddpm.schedules.{schedule}"], tmp_path)
+    cfg = compose_train(["diffusion=ddpm", f"diffusion.betas._target_=ddpm.schedules.{schedule}"], tmp_path)
     diffusion = instantiate(cfg.diffusion, clip_x_start=False)
     assert diffusion.num_timesteps == 1000
 
 
 def test_scheduler_group(tmp_path):
-    cfg = compose_train(["scheduler=cosine", "model.base_channels=8"], tmp_path)
+    cfg = compose_train(["experiment=digits", "scheduler=cosine", "model.base_channels=8"], tmp_path)
     module = build_model(cfg, instantiate(cfg.data))
     config = module.configure_optimizers()
     assert type(config["lr_scheduler"]["scheduler"]).__name__ == "CosineAnnealingLR"
+
+
+def test_default_is_the_folk_melody_chain(tmp_path):
+    cfg = compose_train([], tmp_path)
+    assert cfg.data._target_ == "ddpm.data.melody.MelodyDataModule"
+    assert cfg.model._target_ == "ddpm.denoisers.TransformerDDPM" and cfg.model.mlp_dims == 512
+    assert cfg.diffusion.betas._target_ == "ddpm.schedules.mittal_betas" and cfg.diffusion.time_condition == "noise_level"
+    digits = compose_train(["experiment=digits"], tmp_path)
+    assert digits.model._target_ == "ddpm.denoisers.UNet" and digits.diffusion.betas._target_ == "ddpm.schedules.linear_betas"

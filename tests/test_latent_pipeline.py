@@ -34,7 +34,7 @@ def test_train_and_sample_on_latents(latents_dir, tmp_path, model):
     tiny = TINY_TRANSFORMER if model == "transformer" else ["model.num_layers=1", "model.mlp_dims=32"]
     overrides = FAST + tiny + [
         f"model={model}", "data=mvae", f"data.dir={latents_dir}", f"data.slice_dims={latents_dir / 'slice.pkl'}",
-        "data.batch_size=4", "diffusion.time_condition=noise_level",
+        "data.batch_size=4", "diffusion=ddpm", "diffusion.time_condition=noise_level",
     ]
     train(compose_train(overrides, tmp_path))
     assert np.load(tmp_path / "samples" / "epoch_000.npz")["samples"].shape == (4, 32, 512)

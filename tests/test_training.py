@@ -14,7 +14,7 @@ from ddpm.training import train
 from tests.helpers import FAST, compose_train
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_UNET = ["model.base_channels=8", "model.channel_mults=[1,2]"]
+TINY_UNET = ["experiment=digits", "model.base_channels=8", "model.channel_mults=[1,2]"]
 
 
 @pytest.fixture(scope="module")
