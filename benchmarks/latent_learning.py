@@ -64,12 +64,22 @@ def main() -> None:
     minutes, seconds = int(args.minutes), int(round((args.minutes % 1) * 60))
     cfg = make_config(
         [
-            "data=mvae", "model=transformer", f"data.dir={data_dir}", f"data.input_shape=[{args.frames},{args.dims}]",
-            "data.batch_size=128", "model.num_layers=4", "model.mlp_dims=512", "model.num_heads=4",
-            "diffusion.betas._target_=ddpm.schedules.mittal_betas", "diffusion.time_condition=noise_level",
-            "trainer.max_epochs=100000", f"+trainer.max_time=00:00:{minutes:02d}:{seconds:02d}",
-            "callbacks.early_stopping=null", "callbacks.checkpoint.every_n_epochs=50",
-            "callbacks.samples.every_n_epochs=1000", "+trainer.enable_progress_bar=false",
+            "data=mvae",
+            "model=transformer",
+            f"data.dir={data_dir}",
+            f"data.input_shape=[{args.frames},{args.dims}]",
+            "data.batch_size=128",
+            "model.num_layers=4",
+            "model.mlp_dims=512",
+            "model.num_heads=4",
+            "diffusion.betas._target_=ddpm.schedules.mittal_betas",
+            "diffusion.time_condition=noise_level",
+            "trainer.max_epochs=100000",
+            f"+trainer.max_time=00:00:{minutes:02d}:{seconds:02d}",
+            "callbacks.early_stopping=null",
+            "callbacks.checkpoint.every_n_epochs=50",
+            "callbacks.samples.every_n_epochs=1000",
+            "+trainer.enable_progress_bar=false",
         ],
         args.out,
     )
@@ -87,9 +97,13 @@ def main() -> None:
     print(f"{'set vs held-out':<26}{'Frechet':>10}{'MMD_rbf':>10}")
     for name, x in (("DDPM samples", samples), ("noise baseline", noise), ("train split (floor)", train_x[:n])):
         print(f"{name:<26}{frechet_distance(ref, features(x)):>10.3f}{mmd_rbf(ref, features(x)):>10.4f}")
-    lag1 = lambda x: np.mean([np.corrcoef(x[:, f, d], x[:, f + 1, d])[0, 1]  # noqa: E731
-                              for f in range(args.frames - 1) for d in range(args.dims)])
-    print(f"mean lag-1 frame correlation: held-out {lag1(eval_x):.3f}, samples {lag1(samples):.3f}, noise {lag1(noise):.3f}")
+
+    def lag1(x: np.ndarray) -> float:
+        pairs = [(f, d) for f in range(args.frames - 1) for d in range(args.dims)]
+        return float(np.mean([np.corrcoef(x[:, f, d], x[:, f + 1, d])[0, 1] for f, d in pairs]))
+
+    print(f"mean lag-1 frame correlation: held-out {lag1(eval_x):.3f}, samples {lag1(samples):.3f}, ", end="")
+    print(f"noise {lag1(noise):.3f}")
 
 
 if __name__ == "__main__":

@@ -48,8 +48,10 @@ def main() -> None:
     denoiser = instantiate(cfg.model, sample_shape=tuple(args.shape)).eval()
     diffusion = GaussianDiffusion(linear_betas(args.timesteps))
     shape = (args.n, *args.shape)
-    print(f"{args.model} {tuple(args.shape)}: {sum(p.numel() for p in denoiser.parameters()) / 1e6:.2f}M params, "
-          f"n={args.n}, T={args.timesteps}, {torch.get_num_threads()} threads")
+    print(
+        f"{args.model} {tuple(args.shape)}: {sum(p.numel() for p in denoiser.parameters()) / 1e6:.2f}M params, "
+        f"n={args.n}, T={args.timesteps}, {torch.get_num_threads()} threads"
+    )
 
     results = {
         "no_grad (default)": timed(diffusion, denoiser, shape, contextlib.nullcontext),

@@ -1,7 +1,7 @@
 """Training throughput: the Lightning training step against a bare PyTorch loop, same model and data.
 
     python benchmarks/train_overhead.py                       # UNet on 8x8 digits, batch 64
-    python benchmarks/train_overhead.py --overrides experiment=mittal_melody data.dir=... 
+    python benchmarks/train_overhead.py --overrides experiment=mittal_melody data.dir=...
 
 Both loops do the same work per step: diffusion loss, backward, gradient clipping at 1.0, AdamW,
 EMA update. Each mode runs in its own process (so peak memory is its own), alternating for
@@ -67,9 +67,17 @@ def run_mode(mode: str, overrides: list[str], steps: int, warmup: int) -> dict:
 
         clock = Clock()
         trainer = L.Trainer(
-            accelerator="cpu", devices=1, max_steps=warmup + steps, gradient_clip_val=1.0, logger=False,
-            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            limit_val_batches=0, callbacks=[clock], max_epochs=-1,
+            accelerator="cpu",
+            devices=1,
+            max_steps=warmup + steps,
+            gradient_clip_val=1.0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            callbacks=[clock],
+            max_epochs=-1,
         )
         trainer.fit(module, datamodule=datamodule)
         seconds = clock.seconds
@@ -91,15 +99,32 @@ def main() -> None:
     best: dict[str, dict] = {}
     for _ in range(args.rounds):
         for mode in ("bare", "lightning"):
-            cmd = [sys.executable, __file__, "--mode", mode, "--steps", str(args.steps), "--warmup", str(args.warmup),
-                   "--overrides", *args.overrides]
-            res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+            cmd = [
+                sys.executable,
+                __file__,
+                "--mode",
+                mode,
+                "--steps",
+                str(args.steps),
+                "--warmup",
+                str(args.warmup),
+                "--overrides",
+                *args.overrides,
+            ]
+            res = json.loads(
+                subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            )
             if mode not in best or res["samples_per_s"] > best[mode]["samples_per_s"]:
                 best[mode] = res
-    print(f"config overrides: {' '.join(args.overrides) or '(defaults)'}; batch {best['bare']['batch']}, "
-          f"{args.steps} timed steps after {args.warmup} warm-up, best of {args.rounds}, {torch.get_num_threads()} threads")
+    print(
+        f"config overrides: {' '.join(args.overrides) or '(defaults)'}; batch {best['bare']['batch']}, "
+        f"{args.steps} timed steps after {args.warmup} warm-up, best of {args.rounds}, "
+        f"{torch.get_num_threads()} threads"
+    )
     for mode in ("bare", "lightning"):
-        print(f"{mode:<10} {best[mode]['samples_per_s']:9.1f} samples/s   peak RSS {best[mode]['peak_rss_mib']:7.0f} MiB")
+        print(
+            f"{mode:<10} {best[mode]['samples_per_s']:9.1f} samples/s   peak RSS {best[mode]['peak_rss_mib']:7.0f} MiB"
+        )
     print(f"ratio lightning/bare: {best['lightning']['samples_per_s'] / best['bare']['samples_per_s']:.3f}")
 
 

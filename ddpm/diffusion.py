@@ -4,6 +4,7 @@ Framework-free (torch only) and network-free: every method that needs the denois
 argument. A denoiser is any callable ``denoiser(x_t: [B, *S], cond: [B]) -> eps: [B, *S]``.
 """
 
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Literal
 
@@ -130,8 +131,13 @@ class GaussianDiffusion(nn.Module):
         """
         batch = x_start.shape[0]
         if t is None:
-            t = torch.randint(0, self.num_timesteps, (batch,), generator=generator,
-                              device=generator.device if generator is not None else None)
+            t = torch.randint(
+                0,
+                self.num_timesteps,
+                (batch,),
+                generator=generator,
+                device=generator.device if generator is not None else None,
+            )
             t = t.to(x_start.device)
         if noise is None:
             noise = _randn(tuple(x_start.shape), generator, x_start.device)
@@ -202,7 +208,5 @@ class GaussianDiffusion(nn.Module):
         mask: Tensor | None = None,
     ) -> Tensor:
         """Draw x_0 samples of ``shape`` = [B, *S] (Algorithm 2); see ``sample_progressive``."""
-        x = None
-        for _, x in self.sample_progressive(denoiser, shape, generator, device, known, mask):
-            pass
-        return x
+        steps = self.sample_progressive(denoiser, shape, generator, device, known, mask)
+        return deque(steps, maxlen=1)[0][1]  # the final x_0, without keeping the intermediates

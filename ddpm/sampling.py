@@ -53,7 +53,9 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
     module, datamodule = restore(ckpt, ckpt_path)
     device = torch.device(cfg.device)
     module.to(device)
-    out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else ckpt_path.parent / "samples" / f"{ckpt_path.stem}_seed{cfg.seed}"
+    out_dir = (
+        Path(cfg.out_dir) if cfg.get("out_dir") else ckpt_path.parent / "samples" / f"{ckpt_path.stem}_seed{cfg.seed}"
+    )
     start = time.perf_counter()
     samples = module.sample(cfg.n, torch.Generator().manual_seed(cfg.seed), batch_size=cfg.batch_size)
     seconds = time.perf_counter() - start

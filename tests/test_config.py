@@ -4,7 +4,14 @@ from hydra.utils import instantiate
 from ddpm.training import build_model
 from tests.helpers import compose_train
 
-VALID = [("unet", "digits"), ("unet", "mnist"), ("dense", "digits"), ("dense", "mnist"), ("dense", "mvae"), ("transformer", "mvae")]
+VALID = [
+    ("unet", "digits"),
+    ("unet", "mnist"),
+    ("dense", "digits"),
+    ("dense", "mnist"),
+    ("dense", "mvae"),
+    ("transformer", "mvae"),
+]
 SMALL = {"unet": "model.base_channels=8", "dense": "model.mlp_dims=64", "transformer": "model.mlp_dims=64"}
 
 
@@ -45,6 +52,11 @@ def test_default_is_the_folk_melody_chain(tmp_path):
     cfg = compose_train([], tmp_path)
     assert cfg.data._target_ == "ddpm.data.melody.MelodyDataModule"
     assert cfg.model._target_ == "ddpm.denoisers.TransformerDDPM" and cfg.model.mlp_dims == 512
-    assert cfg.diffusion.betas._target_ == "ddpm.schedules.mittal_betas" and cfg.diffusion.time_condition == "noise_level"
+    assert (
+        cfg.diffusion.betas._target_ == "ddpm.schedules.mittal_betas" and cfg.diffusion.time_condition == "noise_level"
+    )
     digits = compose_train(["experiment=digits"], tmp_path)
-    assert digits.model._target_ == "ddpm.denoisers.UNet" and digits.diffusion.betas._target_ == "ddpm.schedules.linear_betas"
+    assert (
+        digits.model._target_ == "ddpm.denoisers.UNet"
+        and digits.diffusion.betas._target_ == "ddpm.schedules.linear_betas"
+    )

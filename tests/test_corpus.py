@@ -19,8 +19,35 @@ def test_exact_events_of_a_short_essen_tune(ballads):
     tune = next(t for t in ballads[0] if t.title.startswith("Braut - Werbung"))
     G, A, B, c, E, Fs, D = 48, 50, 52, 53, 45, 47, 43  # class = MIDI pitch - 19 (G4 = 67, ...)
     expected = np.zeros(64, dtype=int)
-    onsets = {6: G, 7: A, 8: B, 10: B, 12: B, 14: A, 16: B, 18: A, 20: G, 22: c, 24: B, 26: A, 28: G, 30: E,
-              32: Fs, 34: E, 36: D, 40: G, 42: D, 44: G, 46: A, 48: B, 52: B, 53: G, 54: c, 56: B, 60: NOTE_OFF}
+    onsets = {
+        6: G,
+        7: A,
+        8: B,
+        10: B,
+        12: B,
+        14: A,
+        16: B,
+        18: A,
+        20: G,
+        22: c,
+        24: B,
+        26: A,
+        28: G,
+        30: E,
+        32: Fs,
+        34: E,
+        36: D,
+        40: G,
+        42: D,
+        44: G,
+        46: A,
+        48: B,
+        52: B,
+        53: G,
+        54: c,
+        56: B,
+        60: NOTE_OFF,
+    }
     for step, event in onsets.items():
         expected[step] = event
     assert tune.meter == "2/4" and tune.events.tolist() == expected.tolist()

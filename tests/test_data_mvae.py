@@ -135,7 +135,7 @@ def test_bad_slice_dims_and_seq_len():
     with pytest.raises(ValueError, match="slice_dims"):
         LatentDataModule(input_shape=SHAPE, slice_dims=[0, 16])
     with pytest.raises(FileNotFoundError, match="slice_dims file not found"):
-        LatentDataModule(input_shape=SHAPE, slice_dims="/no/such.pkl").sample_shape  # read lazily
+        _ = LatentDataModule(input_shape=SHAPE, slice_dims="/no/such.pkl").sample_shape  # read lazily
     with pytest.raises(ValueError, match="seq_len"):
         LatentDataModule(input_shape=SHAPE, seq_len=9)
 

@@ -32,10 +32,19 @@ def latents_dir(tmp_path_factory):
 @pytest.mark.parametrize("model", ["transformer", "dense"])
 def test_train_and_sample_on_latents(latents_dir, tmp_path, model):
     tiny = TINY_TRANSFORMER if model == "transformer" else ["model.num_layers=1", "model.mlp_dims=32"]
-    overrides = FAST + tiny + [
-        f"model={model}", "data=mvae", f"data.dir={latents_dir}", f"data.slice_dims={latents_dir / 'slice.pkl'}",
-        "data.batch_size=4", "diffusion=ddpm", "diffusion.time_condition=noise_level",
-    ]
+    overrides = (
+        FAST
+        + tiny
+        + [
+            f"model={model}",
+            "data=mvae",
+            f"data.dir={latents_dir}",
+            f"data.slice_dims={latents_dir / 'slice.pkl'}",
+            "data.batch_size=4",
+            "diffusion=ddpm",
+            "diffusion.time_condition=noise_level",
+        ]
+    )
     train(compose_train(overrides, tmp_path))
     assert np.load(tmp_path / "samples" / "epoch_000.npz")["samples"].shape == (4, 32, 512)
     ckpt = load_checkpoint(tmp_path / "last.ckpt")
@@ -44,8 +53,12 @@ def test_train_and_sample_on_latents(latents_dir, tmp_path, model):
     assert ckpt["run_config"]["diffusion"]["clip_x_start"] is None  # resolved from the data: off
 
     out = tmp_path / "sampled"
-    subprocess.run([sys.executable, "sample.py", f"ckpt={tmp_path / 'last.ckpt'}", "n=5", f"out_dir={out}"],
-                   cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "sample.py", f"ckpt={tmp_path / 'last.ckpt'}", "n=5", f"out_dir={out}"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     samples = np.load(out / "generated.npz")["samples"]
     with open(out / "generated.pkl", "rb") as f:
         assert np.array_equal(pickle.load(f), samples)
@@ -57,9 +70,14 @@ def test_mittal_experiment_composes(latents_dir, tmp_path):
 
     from ddpm.training import build_model
 
-    cfg = compose_train(["experiment=mittal_melody", f"data.dir={latents_dir}", f"data.slice_dims={latents_dir / 'slice.pkl'}"], tmp_path)
+    cfg = compose_train(
+        ["experiment=mittal_melody", f"data.dir={latents_dir}", f"data.slice_dims={latents_dir / 'slice.pkl'}"],
+        tmp_path,
+    )
     module = build_model(cfg, instantiate(cfg.data))
     assert module.denoiser.sample_shape == (32, 42)
     assert module.diffusion.time_condition == "noise_level" and not module.diffusion.clip_x_start
-    assert module.diffusion.betas[0].item() == pytest.approx(1e-6) and module.diffusion.betas[-1].item() == pytest.approx(0.01)
+    assert module.diffusion.betas[0].item() == pytest.approx(1e-6) and module.diffusion.betas[
+        -1
+    ].item() == pytest.approx(0.01)
     assert len(module.denoiser.encoder.layers) == 6

@@ -15,8 +15,12 @@ from ddpm.training import train
 from tests.helpers import FAST, compose_train
 
 TINY_VAE = [
-    "data.vae.model.z_dim=512", "data.vae.model.encoder_hidden=16", "data.vae.model.decoder_hidden=32",
-    "data.vae.batch_size=8", "+data.vae.trainer.max_steps=3", "data.vae.trainer.max_time=null",
+    "data.vae.model.z_dim=512",
+    "data.vae.model.encoder_hidden=16",
+    "data.vae.model.decoder_hidden=32",
+    "data.vae.batch_size=8",
+    "+data.vae.trainer.max_steps=3",
+    "data.vae.trainer.max_time=null",
 ]
 TINY_TRANSFORMER = ["model.num_layers=1", "model.num_heads=2", "model.mlp_dims=32", "model.embed_channels=16"]
 
@@ -31,12 +35,26 @@ def melody_run(tmp_path_factory):
         onsets = np.arange(0, steps, int(rng.choice([2, 4])))
         events[onsets] = 2 + 60 - 21 + rng.integers(-7, 8, len(onsets))
         write_midi(events, root / "midi" / f"tune{i:02d}.mid")
-    overrides = FAST + TINY_TRANSFORMER + TINY_VAE + [
-        "data=melody", "model=transformer", f"data.dir={root / 'latents'}", f"data.musicvae={root / 'vae.pt'}",
-        "data.corpus.collections=[]", f"data.corpus.midi_dir={root / 'midi'}", f"data.corpus.cache_dir={root / 'cache'}",
-        "data.corpus.eval_fraction=0.3", "data.frames=4", "data.kl_threshold=0.0", "data.batch_size=4", "data.render_n=2",
-        "diffusion.time_condition=noise_level",
-    ]
+    overrides = (
+        FAST
+        + TINY_TRANSFORMER
+        + TINY_VAE
+        + [
+            "data=melody",
+            "model=transformer",
+            f"data.dir={root / 'latents'}",
+            f"data.musicvae={root / 'vae.pt'}",
+            "data.corpus.collections=[]",
+            f"data.corpus.midi_dir={root / 'midi'}",
+            f"data.corpus.cache_dir={root / 'cache'}",
+            "data.corpus.eval_fraction=0.3",
+            "data.frames=4",
+            "data.kl_threshold=0.0",
+            "data.batch_size=4",
+            "data.render_n=2",
+            "diffusion.time_condition=noise_level",
+        ]
+    )
     out = root / "run"
     train(compose_train(overrides, out))
     return root, out
@@ -117,4 +135,4 @@ def test_melody_config_composes(tmp_path):
     cfg.data.dir = str(tmp_path / "not-prepared")
     dm = instantiate(cfg.data)
     with pytest.raises(FileNotFoundError, match="active_dims.pkl"):
-        dm.sample_shape  # known only once prepare_data has written the active dimensions
+        _ = dm.sample_shape  # known only once prepare_data has written the active dimensions

@@ -56,7 +56,9 @@ def test_sample_cli_writes_grid_array_and_record(run_dir, tmp_path):
 
 
 def test_sample_cli_missing_checkpoint_is_a_clear_error(tmp_path):
-    res = subprocess.run([sys.executable, "sample.py", f"ckpt={tmp_path / 'nope.ckpt'}"], cwd=ROOT, capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "sample.py", f"ckpt={tmp_path / 'nope.ckpt'}"], cwd=ROOT, capture_output=True, text=True
+    )
     assert res.returncode == 2 and "checkpoint not found" in res.stderr and "nope.ckpt" in res.stderr
 
 
@@ -100,8 +102,16 @@ def test_atomic_save_keeps_old_file_when_write_fails(tmp_path, monkeypatch):
 
 def test_hydra_cli_multirun_writes_one_folder_per_job(tmp_path):
     overrides = [o for o in FAST if not o.startswith("callbacks.samples")] + TINY_UNET
-    cmd = [sys.executable, "train.py", "-m", "seed=0,1", "callbacks.samples=null", "logger=none",
-           f"hydra.sweep.dir={tmp_path}", *overrides]
+    cmd = [
+        sys.executable,
+        "train.py",
+        "-m",
+        "seed=0,1",
+        "callbacks.samples=null",
+        "logger=none",
+        f"hydra.sweep.dir={tmp_path}",
+        *overrides,
+    ]
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
     assert (tmp_path / "0" / "last.ckpt").is_file() and (tmp_path / "1" / "last.ckpt").is_file()
 

@@ -1,5 +1,7 @@
 """Per-epoch sampling from a fixed seed, so successive epochs are comparable."""
 
+import logging
+import time
 from pathlib import Path
 
 import lightning as L
@@ -7,11 +9,14 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+log = logging.getLogger(__name__)
+
 
 class SampleCallback(L.Callback):
     """Every ``every_n_epochs`` epochs, draw ``n`` samples from ``torch.Generator(seed)``.
 
-    Files go to ``dirpath/epoch_XXX.*`` through the DataModule's ``write_samples``; the samples
+    Files go to ``dirpath/epoch_XXX.*`` through the DataModule's ``write_samples``, and to
+    ``dirpath/final.*`` when training ends (by epochs, early stopping or time limit); the samples
     are also logged to TensorBoard when that logger is active.
     """
 
@@ -23,14 +28,27 @@ class SampleCallback(L.Callback):
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        epoch = trainer.current_epoch
-        last = epoch + 1 >= (trainer.max_epochs or 0) or trainer.should_stop
-        if (epoch + 1) % self.every_n_epochs and not last:
-            return
-        generator = torch.Generator().manual_seed(self.seed)
-        samples = pl_module.sample(self.n, generator)
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self.draw(trainer, pl_module, f"epoch_{trainer.current_epoch:03d}")
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.draw(trainer, pl_module, "final")
+
+    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
+        start = time.perf_counter()
+        samples = pl_module.sample(self.n, torch.Generator().manual_seed(self.seed))
+        seconds = time.perf_counter() - start
         datamodule = trainer.datamodule
-        datamodule.write_samples(samples, self.dirpath, f"epoch_{epoch:03d}")
+        datamodule.write_samples(samples, self.dirpath, name)
+        log.info(
+            "%s: %d samples in %.1f s (+%.1f s to write) -> %s",
+            name,
+            self.n,
+            seconds,
+            time.perf_counter() - start - seconds,
+            self.dirpath,
+        )
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 datamodule.log_samples(samples, logger.experiment, trainer.global_step)

@@ -81,8 +81,9 @@ def score_to_tune(score, source: str) -> tuple["Tune | None", str]:
         end = round((float(n.offset + n.duration.quarterLength) + shift) * STEPS_PER_QUARTER)
         notes.append(Note(pitch, start, max(end, start + 1)))
     total = round((float(part.highestTime) + shift) * STEPS_PER_QUARTER)  # includes trailing rests
-    return events_to_tune(notes_to_events(notes, max(total, max((n.end for n in notes), default=0))),
-                          title, source, ts.ratioString)
+    return events_to_tune(
+        notes_to_events(notes, max(total, max((n.end for n in notes), default=0))), title, source, ts.ratioString
+    )
 
 
 def events_to_tune(events: np.ndarray, title: str, source: str, meter: str) -> tuple["Tune | None", str]:
@@ -158,6 +159,7 @@ def midi_tunes(folder: str | Path) -> tuple[list[Tune], dict[str, int]]:
 
 def split_by_title(tunes: list[Tune], eval_fraction: float = 0.1, seed: int = 0) -> tuple[list[Tune], list[Tune]]:
     """Deterministic train/eval split over normalised titles: one title, one side."""
+
     def key(title: str) -> str:
         return re.sub(r"[^a-z0-9]", "", title.lower()) or title
 
@@ -200,8 +202,11 @@ def _save_cache(path: Path, tunes: list[Tune], report: dict) -> None:
     meta = [{k: v for k, v in asdict(t).items() if k != "events"} for t in tunes]
     tmp = path.with_suffix(".tmp.npz")
     np.savez_compressed(
-        tmp, events=np.concatenate([t.events for t in tunes]), lengths=np.array([len(t.events) for t in tunes]),
-        meta=json.dumps(meta), report=json.dumps(report),
+        tmp,
+        events=np.concatenate([t.events for t in tunes]),
+        lengths=np.array([len(t.events) for t in tunes]),
+        meta=json.dumps(meta),
+        report=json.dumps(report),
     )
     tmp.replace(path)
 

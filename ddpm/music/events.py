@@ -68,7 +68,9 @@ def check_events(events: np.ndarray) -> None:
     """Raise ValueError unless ``events`` is a valid 1-D melody event array."""
     events = np.asarray(events)
     if events.ndim != 1 or events.min(initial=0) < 0 or events.max(initial=0) >= NUM_CLASSES:
-        raise ValueError(f"melody events must be a 1-D array of classes in [0, {NUM_CLASSES}), got shape {events.shape}")
+        raise ValueError(
+            f"melody events must be a 1-D array of classes in [0, {NUM_CLASSES}), got shape {events.shape}"
+        )
 
 
 def write_midi(events: np.ndarray, path: str | Path, qpm: float = 120.0, program: int = 0, velocity: int = 90) -> Path:
@@ -105,7 +107,11 @@ def read_midi(path: str | Path) -> tuple[np.ndarray, int]:
     instrument = max(instruments, key=lambda i: len(i.notes))
     ticks_per_step = midi.resolution / STEPS_PER_QUARTER
     notes = [
-        Note(n.pitch, round(midi.time_to_tick(n.start) / ticks_per_step), round(midi.time_to_tick(n.end) / ticks_per_step))
+        Note(
+            n.pitch,
+            round(midi.time_to_tick(n.start) / ticks_per_step),
+            round(midi.time_to_tick(n.end) / ticks_per_step),
+        )
         for n in instrument.notes
     ]
     ts = midi.time_signature_changes[0] if midi.time_signature_changes else None

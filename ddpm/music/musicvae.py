@@ -51,8 +51,9 @@ class MusicVAE(nn.Module):
         return self.to_logits(out)
 
     @torch.no_grad()
-    def generate(self, z: Tensor, temperature: float = 0.0, steps: int = WINDOW_STEPS,
-                 generator: torch.Generator | None = None) -> Tensor:
+    def generate(
+        self, z: Tensor, temperature: float = 0.0, steps: int = WINDOW_STEPS, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Decode z [B, z_dim] to events [B, steps]: greedy at temperature 0, else sampled."""
         state = self._initial_state(z)
         previous = z.new_zeros(z.shape[0], NUM_CLASSES)

@@ -34,11 +34,18 @@ def windows(tunes: list[Tune]) -> np.ndarray:
     return np.concatenate([t.events.reshape(-1, WINDOW_STEPS) for t in tunes]).astype(np.int64)
 
 
-def train_musicvae(train_windows: np.ndarray, eval_windows: np.ndarray, vae_cfg: DictConfig, out_path: str | Path,
-                   log_dir: str | Path | None = None) -> MusicVAE:
+def train_musicvae(
+    train_windows: np.ndarray,
+    eval_windows: np.ndarray,
+    vae_cfg: DictConfig,
+    out_path: str | Path,
+    log_dir: str | Path | None = None,
+) -> MusicVAE:
     """Fit a MusicVAE on event windows with the ``musicvae`` config group; save it to ``out_path``."""
     L.seed_everything(vae_cfg.get("seed", 0), workers=True)
     model = instantiate(vae_cfg.model)
+    if vae_cfg.get("init"):  # continue from an earlier checkpoint's weights
+        model.load_state_dict(load_musicvae(vae_cfg.init).state_dict())
     module = instantiate(vae_cfg.module, model=model)
     train_loader = DataLoader(torch.from_numpy(train_windows), vae_cfg.batch_size, shuffle=True, drop_last=True)
     eval_loader = DataLoader(torch.from_numpy(eval_windows), 512)
@@ -53,8 +60,11 @@ def save_musicvae(model: MusicVAE, model_cfg: DictConfig, path: str | Path, metr
     """Weights + the config that rebuilds them, written atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"config": OmegaConf.to_container(model_cfg, resolve=True), "state_dict": model.state_dict(),
-               "metrics": metrics or {}}
+    payload = {
+        "config": OmegaConf.to_container(model_cfg, resolve=True),
+        "state_dict": model.state_dict(),
+        "metrics": metrics or {},
+    }
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
@@ -114,8 +124,15 @@ def decode_latents(model: MusicVAE, latents: np.ndarray, temperature: float = 0.
     return events.reshape(n, frames * WINDOW_STEPS).numpy()
 
 
-def prepare_melody_latents(out_dir: str | Path, musicvae_path: str | Path, corpus: DictConfig, vae: DictConfig,
-                           frames: int = 16, shards: int = 4, kl_threshold: float = 0.1) -> dict:
+def prepare_melody_latents(
+    out_dir: str | Path,
+    musicvae_path: str | Path,
+    corpus: DictConfig,
+    vae: DictConfig,
+    frames: int = 16,
+    shards: int = 4,
+    kl_threshold: float = 0.1,
+) -> dict:
     """Run (or reuse) every stage; write ``{train,eval}-*.tfrecord``, ``active_dims.pkl``, ``report.json``."""
     out_dir = Path(out_dir)
     report_path = out_dir / "report.json"
@@ -123,8 +140,9 @@ def prepare_melody_latents(out_dir: str | Path, musicvae_path: str | Path, corpu
         return json.loads(report_path.read_text())
     timings = {}
     start = time.perf_counter()
-    tunes, corpus_report = load_melodies(corpus.cache_dir, list(corpus.collections), corpus.get("midi_dir"),
-                                         corpus.get("workers", 2))
+    tunes, corpus_report = load_melodies(
+        corpus.cache_dir, list(corpus.collections), corpus.get("midi_dir"), corpus.get("workers", 2)
+    )
     train_tunes, eval_tunes = split_by_title(tunes, corpus.eval_fraction, corpus.get("seed", 0))
     timings["corpus"] = time.perf_counter() - start
     log.info("corpus: %d tunes (%d train, %d eval)", len(tunes), len(train_tunes), len(eval_tunes))
@@ -152,7 +170,12 @@ def prepare_melody_latents(out_dir: str | Path, musicvae_path: str | Path, corpu
             write_latents(out_dir / f"{split}-{i:05d}-of-{shards:05d}.tfrecord", shard)
         counts[split] = {"tunes": len(split_tunes), "windows": int(len(mu)), "sequences": int(len(sequences))}
     timings["latents"] = time.perf_counter() - start
-    report = {"corpus": corpus_report, "splits": counts, "active_dims": len(dims), "frames": frames,
-              "seconds": {k: round(v, 1) for k, v in timings.items()}}
+    report = {
+        "corpus": corpus_report,
+        "splits": counts,
+        "active_dims": len(dims),
+        "frames": frames,
+        "seconds": {k: round(v, 1) for k, v in timings.items()},
+    }
     report_path.write_text(json.dumps(report, indent=2))
     return report

@@ -24,8 +24,9 @@ def find_soundfont() -> Path | None:
     return next((Path(p) for p in SOUNDFONTS if Path(p).is_file()), None)
 
 
-def render_audio(midi_path: str | Path, wav_path: str | Path, sample_rate: int = 22050,
-                 seconds: float | None = None) -> tuple[Path, str]:
+def render_audio(
+    midi_path: str | Path, wav_path: str | Path, sample_rate: int = 22050, seconds: float | None = None
+) -> tuple[Path, str]:
     """Render a MIDI file to 16-bit mono WAV; returns (path, renderer used).
 
     Uses the ``fluidsynth`` program with a GM soundfont when both are installed (``make install-audio``),
@@ -36,8 +37,23 @@ def render_audio(midi_path: str | Path, wav_path: str | Path, sample_rate: int =
     wav_path.parent.mkdir(parents=True, exist_ok=True)
     soundfont, program = find_soundfont(), shutil.which("fluidsynth")
     if soundfont and program:
-        cmd = [program, "-ni", "-q", "-g", "0.8", "-r", str(sample_rate), "-F", str(wav_path), "-T", "wav",
-               "-O", "s16", str(soundfont), str(midi_path)]
+        cmd = [
+            program,
+            "-ni",
+            "-q",
+            "-g",
+            "0.8",
+            "-r",
+            str(sample_rate),
+            "-F",
+            str(wav_path),
+            "-T",
+            "wav",
+            "-O",
+            "s16",
+            str(soundfont),
+            str(midi_path),
+        ]
         subprocess.run(cmd, check=True, capture_output=True, timeout=300)
         _finish(wav_path, seconds)
         return wav_path, f"fluidsynth {soundfont.name}"

@@ -56,15 +56,28 @@ class MusicVAEModule(L.LightningModule):
         out = self.losses(events)
         beta = self.max_beta * (1 - self.beta_rate**self.global_step)
         loss = out["recon"] + beta * torch.clamp(out["kl"] - self.free_bits, min=0)
-        self.log_dict({"train/loss": loss, "train/recon": out["recon"], "train/kl": out["kl"],
-                       "train/accuracy": out["accuracy"], "train/beta": beta}, prog_bar=True, on_epoch=True,
-                      on_step=False, batch_size=events.shape[0])
+        self.log_dict(
+            {
+                "train/loss": loss,
+                "train/recon": out["recon"],
+                "train/kl": out["kl"],
+                "train/accuracy": out["accuracy"],
+                "train/beta": beta,
+            },
+            prog_bar=True,
+            on_epoch=True,
+            on_step=False,
+            batch_size=events.shape[0],
+        )
         return loss
 
     def validation_step(self, events: Tensor, batch_idx: int) -> None:
         out = self.losses(events, sample=False)
-        self.log_dict({"val/recon": out["recon"], "val/kl": out["kl"], "val/accuracy": out["accuracy"]},
-                      prog_bar=True, batch_size=events.shape[0])
+        self.log_dict(
+            {"val/recon": out["recon"], "val/kl": out["kl"], "val/accuracy": out["accuracy"]},
+            prog_bar=True,
+            batch_size=events.shape[0],
+        )
 
     def configure_optimizers(self):
         optimizer = self.optimizer(params=self.model.parameters())
