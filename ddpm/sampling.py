@@ -46,6 +46,25 @@ def restore(ckpt: dict, path: str | Path = "<checkpoint>"):
     return module, datamodule
 
 
+def infill_inputs(datamodule, frames, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(known, mask) for infilling frames ``[start, end)`` of the first ``n`` eval sequences."""
+    if len(datamodule.sample_shape) != 2:
+        raise ValueError(
+            f"infill needs sequence data [frames, dims]; this model's samples are {datamodule.sample_shape}"
+        )
+    start, end = (int(f) for f in frames)
+    length = datamodule.sample_shape[0]
+    if not 0 <= start < end <= length:
+        raise ValueError(f"infill=[{start},{end}] must satisfy 0 <= start < end <= {length} (frames)")
+    datamodule.setup("validate")
+    known = datamodule.val_set.tensors[0][:n]
+    if len(known) < n:
+        raise ValueError(f"infill needs n={n} eval sequences; the eval split has {len(known)}")
+    mask = torch.ones_like(known)
+    mask[:, start:end] = 0  # 0: regenerate, 1: keep
+    return known, mask
+
+
 def sample(cfg: DictConfig) -> dict[str, Path]:
     """Draw ``cfg.n`` samples from ``cfg.ckpt`` with ``cfg.seed``; write them and ``record.json``."""
     ckpt_path = Path(cfg.ckpt)
@@ -56,16 +75,21 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
     out_dir = (
         Path(cfg.out_dir) if cfg.get("out_dir") else ckpt_path.parent / "samples" / f"{ckpt_path.stem}_seed{cfg.seed}"
     )
+    known, mask = infill_inputs(datamodule, cfg.get("infill"), cfg.n) if cfg.get("infill") else (None, None)
     start = time.perf_counter()
-    samples = module.sample(cfg.n, torch.Generator().manual_seed(cfg.seed), batch_size=cfg.batch_size)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    samples = module.sample(cfg.n, generator, batch_size=cfg.batch_size, known=known, mask=mask)
     seconds = time.perf_counter() - start
     files = datamodule.write_samples(samples, out_dir, "generated")
+    if known is not None:
+        files.update({f"original_{k}": v for k, v in datamodule.write_samples(known, out_dir, "original").items()})
     record = {
         "checkpoint": str(ckpt_path.resolve()),
         "epoch": ckpt.get("epoch"),
         "global_step": ckpt.get("global_step"),
         "n": cfg.n,
         "seed": cfg.seed,
+        "infill": list(cfg.infill) if cfg.get("infill") else None,
         "device": str(device),
         "sampling_seconds": round(seconds, 3),
         "files": {k: str(v.name) for k, v in files.items()},
