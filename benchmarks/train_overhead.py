@@ -1,7 +1,7 @@
 """Training throughput: the Lightning training step against a bare PyTorch loop, same model and data.
 
     python benchmarks/train_overhead.py                       # UNet on 8x8 digits, batch 64
-    python benchmarks/train_overhead.py --overrides experiment=mittal_melody data.dir=...
+    python benchmarks/train_overhead.py --mittal 1024   # TransformerDDPM at Mittal's setting, 32x42 latents
 
 Both loops do the same work per step: diffusion loss, backward, gradient clipping at 1.0, AdamW,
 EMA update. Each mode runs in its own process (so peak memory is its own), alternating for
@@ -85,14 +85,34 @@ def run_mode(mode: str, overrides: list[str], steps: int, warmup: int) -> dict:
     return {"mode": mode, "samples_per_s": steps * batch_size / seconds, "peak_rss_mib": peak_mib, "batch": batch_size}
 
 
+def mittal_data(n: int) -> list[str]:
+    """Random Mittal-format shards (32 x 512) and a 42-dim slice list; the overrides that use them."""
+    import pickle
+
+    import numpy as np
+
+    from ddpm.data.tfrecords import write_latents
+
+    root = Path(tempfile.mkdtemp())
+    rng = np.random.default_rng(0)
+    write_latents(root / "train-0.tfrecord", rng.standard_normal((n, 32, 512), np.float32))
+    write_latents(root / "eval-0.tfrecord", rng.standard_normal((64, 32, 512), np.float32))
+    with open(root / "slice.pkl", "wb") as f:
+        pickle.dump(sorted(rng.choice(512, 42, replace=False).tolist()), f)
+    return ["experiment=mittal_melody", f"data.dir={root}", f"data.slice_dims={root / 'slice.pkl'}"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--overrides", nargs="*", default=[])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--mittal", type=int, default=0, help="write N random 32x512 records and use mittal_melody")
     parser.add_argument("--mode", choices=["bare", "lightning"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.mittal and not args.mode:
+        args.overrides = [*mittal_data(args.mittal), *args.overrides]
     if args.mode:
         print(json.dumps(run_mode(args.mode, args.overrides, args.steps, args.warmup)))
         return

@@ -70,7 +70,7 @@ class DiffusionModule(L.LightningModule):
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler(optimizer), "interval": "step"}}
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def sample(
         self,
         n: int,

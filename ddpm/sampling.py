@@ -72,6 +72,8 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
     module, datamodule = restore(ckpt, ckpt_path)
     device = torch.device(cfg.device)
     module.to(device)
+    if cfg.get("compile"):  # x1.45 for the UNet on CPU after ~30 s of compilation (README benchmarks)
+        module.ema = torch.compile(module.sampling_denoiser)
     out_dir = (
         Path(cfg.out_dir) if cfg.get("out_dir") else ckpt_path.parent / "samples" / f"{ckpt_path.stem}_seed{cfg.seed}"
     )

@@ -42,10 +42,17 @@ class MusicVAE(nn.Module):
         h, c = state.permute(1, 2, 0, 3).contiguous()  # each (layers, B, H)
         return h, c
 
-    def decode_logits(self, z: Tensor, events: Tensor) -> Tensor:
-        """Teacher-forced logits [B, 32, 90]: step i sees event i-1 (zeros at i=0) and z."""
+    def decode_logits(self, z: Tensor, events: Tensor, input_dropout: float = 0.0) -> Tensor:
+        """Teacher-forced logits [B, 32, 90]: step i sees event i-1 (zeros at i=0) and z.
+
+        ``input_dropout`` blanks that share of the previous-event inputs (word dropout, Bowman et
+        al. 2016), so the decoder must rely on z rather than on the history alone.
+        """
         previous = F.one_hot(events[:, :-1], NUM_CLASSES).float()
         previous = F.pad(previous, (0, 0, 1, 0))  # (B, 32, 90), a zero "start" input
+        if input_dropout > 0:
+            keep = torch.rand(previous.shape[:2], device=previous.device) >= input_dropout
+            previous = previous * keep[..., None]
         inputs = torch.cat([previous, z[:, None].expand(-1, events.shape[1], -1)], dim=-1)
         out, _ = self.decoder(inputs, self._initial_state(z))
         return self.to_logits(out)
