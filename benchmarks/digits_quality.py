@@ -57,7 +57,7 @@ def main() -> None:
         cfg = make_config(
             [
                 "trainer.max_epochs=100000",
-                f"+trainer.max_time=00:00:{minutes:02d}:{seconds:02d}",
+                f"++trainer.max_time=00:00:{minutes:02d}:{seconds:02d}",
                 "callbacks.early_stopping=null",
                 "callbacks.checkpoint.every_n_epochs=100",
                 "callbacks.samples.every_n_epochs=100",

@@ -75,7 +75,7 @@ def main() -> None:
             "diffusion.betas._target_=ddpm.schedules.mittal_betas",
             "diffusion.time_condition=noise_level",
             "trainer.max_epochs=100000",
-            f"+trainer.max_time=00:00:{minutes:02d}:{seconds:02d}",
+            f"++trainer.max_time=00:00:{minutes:02d}:{seconds:02d}",
             "callbacks.early_stopping=null",
             "callbacks.checkpoint.every_n_epochs=50",
             "callbacks.samples.every_n_epochs=1000",

@@ -82,6 +82,17 @@ def test_samples_decode_to_midi_wav_and_piano_roll(melody_run):
     assert (samples / "epoch_000.png").read_bytes()[:4] == b"\x89PNG"
     rate, audio = wavfile.read(samples / "epoch_000_000.wav")
     assert audio.ndim == 1 and rate == 22050
+    assert len(audio) == 17 * rate  # 4 frames x 32 sixteenths at 120 qpm = 16 s, + 1 s of release
+    assert not (samples / "epoch_000_002.wav").exists()  # data.render_n=2
+
+
+def test_piano_roll_and_audio_logged_to_tensorboard(melody_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, out = melody_run
+    events = EventAccumulator(str(next((out / "tensorboard").glob("events.out.tfevents.*"))))
+    events.Reload()
+    assert "samples/piano_roll" in events.Tags()["images"] and "samples/audio" in events.Tags()["audio"]
 
 
 def test_decode_of_sampled_latents_gives_valid_midi(melody_run, tmp_path):
