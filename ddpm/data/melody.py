@@ -112,7 +112,8 @@ class MelodyDataModule(LatentDataModule):
             if i < self.render_n:
                 files[f"wav_{i:03d}"], _ = render_audio(midi, out_dir / f"{name}_{i:03d}.wav", seconds=self.seconds)
         shown = melodies[: self.render_n]
-        files["png"] = write_piano_roll(list(shown), out_dir / f"{name}.png", [f"{name} #{i}" for i in range(len(shown))])
+        titles = [f"{name} #{i}" for i in range(len(shown))]
+        files["png"] = write_piano_roll(list(shown), out_dir / f"{name}.png", titles)
         return files
 
     def log_samples(self, x: torch.Tensor, writer, step: int) -> None:

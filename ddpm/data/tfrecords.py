@@ -80,7 +80,8 @@ def read_latents(path: str | Path, input_shape: Sequence[int] | None = None) -> 
         if shape is not None and shape != expected:
             raise RecordError(f"{where}: input_shape {shape} disagrees with the configured input_shape {expected}")
         if values.size != int(np.prod(expected)):
-            raise RecordError(f"{where}: {values.size} values in 'inputs', input_shape {expected} needs {np.prod(expected)}")
+            needed = int(np.prod(expected))
+            raise RecordError(f"{where}: {values.size} values in 'inputs'; input_shape {expected} needs {needed}")
         out.append(values.reshape(expected))
     if not out:
         return np.zeros((0, *(expected or [0])), np.float32)
