@@ -56,6 +56,7 @@ def main() -> None:
         seconds = int(round((args.minutes - minutes) * 60))
         cfg = make_config(
             [
+                "experiment=digits",
                 "trainer.max_epochs=100000",
                 f"++trainer.max_time=00:00:{minutes:02d}:{seconds:02d}",
                 "callbacks.early_stopping=null",
