@@ -55,3 +55,28 @@ def test_tiny_model_overfits_windows_to_exact_reconstruction():
         optimizer.step()
     mu, _ = model.encode(windows)
     assert torch.equal(model.generate(mu), windows)
+
+
+def test_scheduled_sampling_endpoints():
+    torch.manual_seed(0)
+    model = MusicVAE(z_dim=8, encoder_hidden=8, decoder_hidden=16, decoder_layers=2)
+    z = torch.randn(3, 8)
+    a = torch.randint(0, NUM_CLASSES, (3, 32))
+    # step by step with (almost) no own samples = the one-call teacher-forced decoder
+    assert torch.allclose(model.decode_logits(z, a, sampling_probability=1e-12), model.decode_logits(z, a), atol=1e-5)
+    # always own samples: the true history is never seen, only the first step's (zero) input
+    b = a.clone()
+    b[:, :-1] = (b[:, :-1] + 7) % NUM_CLASSES
+    torch.manual_seed(1)
+    la = model.decode_logits(z, a, sampling_probability=1.0)
+    torch.manual_seed(1)
+    lb = model.decode_logits(z, b, sampling_probability=1.0)
+    assert torch.equal(la, lb) and not torch.allclose(la, model.decode_logits(z, a))
+
+
+def test_inverse_sigmoid_sampling_schedule():
+    module = MusicVAEModule(MusicVAE(z_dim=8, encoder_hidden=8, decoder_hidden=8), sampling_rate=1000.0)
+    assert abs(module.sampling_probability(0) - 1 / 1001) < 1e-12
+    assert abs(module.sampling_probability(round(1000 * np.log(1000))) - 0.5) < 1e-3
+    assert module.sampling_probability(20_000) > 0.999 and module.sampling_probability(10**9) == 1.0
+    assert MusicVAEModule(MusicVAE(z_dim=8, encoder_hidden=8, decoder_hidden=8)).sampling_probability(10**6) == 0.0

@@ -42,20 +42,37 @@ class MusicVAE(nn.Module):
         h, c = state.permute(1, 2, 0, 3).contiguous()  # each (layers, B, H)
         return h, c
 
-    def decode_logits(self, z: Tensor, events: Tensor, input_dropout: float = 0.0) -> Tensor:
-        """Teacher-forced logits [B, 32, 90]: step i sees event i-1 (zeros at i=0) and z.
+    def decode_logits(
+        self, z: Tensor, events: Tensor, input_dropout: float = 0.0, sampling_probability: float = 0.0
+    ) -> Tensor:
+        """Logits [B, 32, 90]: step i sees event i-1 (zeros at i=0) and z.
 
         ``input_dropout`` blanks that share of the previous-event inputs (word dropout, Bowman et
         al. 2016), so the decoder must rely on z rather than on the history alone.
+        ``sampling_probability`` feeds, at each step and for each window with that probability,
+        the decoder's own sample of the previous event instead of the true one (scheduled
+        sampling, Bengio et al. 2015, as MusicVAE trains), so free-running decoding sees at
+        training time the histories it makes at test time.
         """
         previous = F.one_hot(events[:, :-1], NUM_CLASSES).float()
         previous = F.pad(previous, (0, 0, 1, 0))  # (B, 32, 90), a zero "start" input
         if input_dropout > 0:
             keep = torch.rand(previous.shape[:2], device=previous.device) >= input_dropout
             previous = previous * keep[..., None]
-        inputs = torch.cat([previous, z[:, None].expand(-1, events.shape[1], -1)], dim=-1)
-        out, _ = self.decoder(inputs, self._initial_state(z))
-        return self.to_logits(out)
+        state = self._initial_state(z)
+        if sampling_probability <= 0:  # teacher forcing: one call over the whole window
+            out, _ = self.decoder(torch.cat([previous, z[:, None].expand(-1, events.shape[1], -1)], dim=-1), state)
+            return self.to_logits(out)
+        logits = []
+        for step in range(events.shape[1]):
+            inputs = previous[:, step]
+            if step > 0:
+                own = torch.multinomial(F.softmax(logits[-1].detach(), dim=-1), 1).squeeze(1)
+                use_own = torch.rand(z.shape[0], 1, device=z.device) < sampling_probability
+                inputs = torch.where(use_own, F.one_hot(own, NUM_CLASSES).float(), inputs)
+            out, state = self.decoder(torch.cat([inputs, z], dim=-1)[:, None], state)
+            logits.append(self.to_logits(out[:, 0]))
+        return torch.stack(logits, dim=1)
 
     @torch.no_grad()
     def generate(

@@ -1,5 +1,6 @@
 """Lightning glue for training the MusicVAE: ELBO with free bits and beta annealing."""
 
+import math
 from collections.abc import Callable
 
 import lightning as L
@@ -20,6 +21,9 @@ class MusicVAEModule(L.LightningModule):
         max_beta: final KL weight; beta_t = max_beta * (1 - beta_rate ** step).
         transpose: augment each training window by a random shift in [-transpose, transpose].
         input_dropout: share of teacher-forced decoder inputs blanked in training.
+        sampling_rate: k of MusicVAE's inverse-sigmoid scheduled sampling; the decoder is fed
+            its own previous sample with probability 1 - k / (k + exp(step / k)). 0: always
+            teacher forcing.
     """
 
     def __init__(
@@ -32,6 +36,7 @@ class MusicVAEModule(L.LightningModule):
         transpose: int = 5,
         lr_decay: float = 0.9999,
         input_dropout: float = 0.0,
+        sampling_rate: float = 0.0,
     ):
         super().__init__()
         self.model = model
@@ -42,11 +47,20 @@ class MusicVAEModule(L.LightningModule):
         self.transpose = transpose
         self.lr_decay = lr_decay
         self.input_dropout = input_dropout
+        self.sampling_rate = sampling_rate
 
-    def losses(self, events: Tensor, sample: bool = True) -> dict[str, Tensor]:
+    def sampling_probability(self, step: int) -> float:
+        """Inverse-sigmoid schedule: 0 at the start, rising to 1 around step k * ln(k)."""
+        if self.sampling_rate <= 0:
+            return 0.0
+        k = self.sampling_rate
+        return 1.0 - k / (k + math.exp(min(step / k, 700.0)))
+
+    def losses(self, events: Tensor, sample: bool = True, sampling_probability: float = 0.0) -> dict[str, Tensor]:
         mu, sigma = self.model.encode(events)
         z = mu + sigma * torch.randn_like(mu) if sample else mu
-        logits = self.model.decode_logits(z, events, self.input_dropout if sample else 0.0)  # (B, 32, 90)
+        dropout = self.input_dropout if sample else 0.0
+        logits = self.model.decode_logits(z, events, dropout, sampling_probability)  # (B, 32, 90)
         recon = F.cross_entropy(logits.transpose(1, 2), events, reduction="none").sum(1)  # (B,)
         kl = kl_per_dim(mu, sigma).sum(1)  # (B,)
         accuracy = (logits.argmax(-1) == events).float().mean()
@@ -56,7 +70,8 @@ class MusicVAEModule(L.LightningModule):
         if self.transpose:
             shift = torch.randint(-self.transpose, self.transpose + 1, (events.shape[0],), device=events.device)
             events = transpose_events(events, shift)
-        out = self.losses(events)
+        sampling = self.sampling_probability(self.global_step)
+        out = self.losses(events, sampling_probability=sampling)
         beta = self.max_beta * (1 - self.beta_rate**self.global_step)
         loss = out["recon"] + beta * torch.clamp(out["kl"] - self.free_bits, min=0)
         self.log_dict(
@@ -66,6 +81,7 @@ class MusicVAEModule(L.LightningModule):
                 "train/kl": out["kl"],
                 "train/accuracy": out["accuracy"],
                 "train/beta": beta,
+                "train/sampling_probability": sampling,
             },
             prog_bar=True,
             on_epoch=True,
