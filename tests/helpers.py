@@ -25,3 +25,56 @@ def compose_train(overrides: list[str], output_dir: Path | None = None) -> DictC
     if output_dir is not None:
         cfg.paths.output_dir = str(output_dir)
     return cfg
+
+
+TINY_VAE = [
+    "data.vae.model.z_dim=512",
+    "data.vae.model.encoder_hidden=16",
+    "data.vae.model.decoder_hidden=32",
+    "data.vae.batch_size=8",
+    "+data.vae.trainer.max_steps=3",
+    "data.vae.trainer.max_time=null",
+]
+TINY_TRANSFORMER = ["model.num_layers=1", "model.num_heads=2", "model.mlp_dims=32", "model.embed_channels=16"]
+
+
+def make_melody_run(root: Path) -> Path:
+    """A tiny melody chain in ``root``: 24 MIDI "tunes" -> tiny MusicVAE -> latents -> 1-epoch TransformerDDPM.
+
+    Returns the run folder (``last.ckpt``, ``samples/``); latents in ``root/latents``.
+    """
+    import numpy as np
+
+    from ddpm.music.events import WINDOW_STEPS, write_midi
+    from ddpm.training import train
+
+    rng = np.random.default_rng(0)
+    for i in range(24):  # 24 "tunes" of 2-6 windows, scales with rests
+        steps = WINDOW_STEPS * int(rng.integers(2, 7))
+        events = np.zeros(steps, dtype=int)
+        onsets = np.arange(0, steps, int(rng.choice([2, 4])))
+        events[onsets] = 2 + 60 - 21 + rng.integers(-7, 8, len(onsets))
+        write_midi(events, root / "midi" / f"tune{i:02d}.mid")
+    overrides = (
+        FAST
+        + TINY_TRANSFORMER
+        + TINY_VAE
+        + [
+            "data=melody",
+            "model=transformer",
+            f"data.dir={root / 'latents'}",
+            f"data.musicvae={root / 'vae.pt'}",
+            "data.corpus.collections=[]",
+            f"data.corpus.midi_dir={root / 'midi'}",
+            f"data.corpus.cache_dir={root / 'cache'}",
+            "data.corpus.eval_fraction=0.3",
+            "data.frames=4",
+            "data.kl_threshold=0.0",
+            "data.batch_size=4",
+            "data.render_n=2",
+            "diffusion.time_condition=noise_level",
+        ]
+    )
+    out = root / "run"
+    train(compose_train(overrides, out))
+    return out

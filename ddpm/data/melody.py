@@ -65,7 +65,7 @@ class MelodyDataModule(LatentDataModule):
         self.frames, self.kl_threshold, self.shards = frames, kl_threshold, shards
         self.temperature, self.render_n, self.qpm = temperature, render_n, qpm
         self._musicvae = None
-        self._decoded: tuple[torch.Tensor, np.ndarray] | None = None
+        self._decoded: tuple[tuple[torch.Tensor, int | None], np.ndarray] | None = None
 
     def prepare_data(self) -> None:
         from ddpm.music.pipeline import prepare_melody_latents
@@ -83,29 +83,73 @@ class MelodyDataModule(LatentDataModule):
             self._musicvae = load_musicvae(self.musicvae_path)
         return self._musicvae
 
-    def melodies(self, x: torch.Tensor) -> np.ndarray:
-        """Model-space samples -> melodies ``[n, frames * 32]`` (events), via the MusicVAE decoder."""
-        if self._decoded is not None and self._decoded[0] is x:  # write_samples then log_samples
-            return self._decoded[1]
+    def melodies(self, x: torch.Tensor, seed: int | None = None) -> np.ndarray:
+        """Model-space samples -> melodies ``[n, frames * 32]`` (events), via the MusicVAE decoder.
+
+        ``seed`` draws the noise that re-fills the dropped latent dimensions (see ``decode``).
+        """
+        key = (x, seed)
+        if self._decoded is not None and self._decoded[0][0] is x and self._decoded[0][1] == seed:
+            return self._decoded[1]  # write_samples then log_samples
+        melodies = self.melodies_from_latents(self.decode(x, seed))
+        self._decoded = (key, melodies)
+        return melodies
+
+    def melodies_from_latents(self, latents: np.ndarray) -> np.ndarray:
+        """Original-space latents ``[n, frames, z_dim]`` -> melodies ``[n, frames * 32]``."""
         from ddpm.music.pipeline import decode_latents
 
-        melodies = decode_latents(self.musicvae, self.decode(x), self.temperature, self.seed)
-        self._decoded = (x, melodies)
-        return melodies
+        return decode_latents(self.musicvae, latents, self.temperature, self.seed)
+
+    def encode_latents(self, melodies: np.ndarray) -> np.ndarray:
+        """Melodies ``[n, frames * 32]`` -> MusicVAE means of their windows ``[n, frames, z_dim]``."""
+        from ddpm.music.pipeline import encode_windows
+
+        melodies = np.asarray(melodies, np.int64)
+        n = len(melodies)
+        if melodies.ndim != 2 or melodies.shape[1] != self.frames * WINDOW_STEPS:
+            raise ValueError(f"melodies must be [n, {self.frames * WINDOW_STEPS}] events, got {list(melodies.shape)}")
+        mu, _ = encode_windows(self.musicvae, melodies.reshape(n * self.frames, WINDOW_STEPS))
+        return mu.reshape(n, self.frames, -1)
+
+    def encode_melodies(self, melodies: np.ndarray) -> torch.Tensor:
+        """Melodies ``[n, frames * 32]`` -> model space ``[n, frames, kept dims]``, as training data."""
+        return self.to_model_space(self.encode_latents(melodies))
+
+    def eval_melodies(self, n: int | None = None) -> tuple[np.ndarray, list[str]]:
+        """The eval split's sequences as events straight from the corpus ``[N, frames * 32]``, and titles.
+
+        Row i is the melody whose MusicVAE means are eval record i (``read_split("eval")``).
+        """
+        from ddpm.music.pipeline import EVAL_EVENTS
+
+        path = self.dir / EVAL_EVENTS
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: run the prepare stage (python train.py) to make it")
+        with np.load(path) as data:
+            events, titles = data["events"].astype(np.int64), [str(t) for t in data["titles"]]
+        return (events, titles) if n is None else (events[:n], titles[:n])
 
     @property
     def seconds(self) -> float:
         """Audio length: the sequence at ``qpm`` plus one second for the last note to ring."""
         return self.frames * WINDOW_STEPS * 60.0 / self.qpm / STEPS_PER_QUARTER + 1.0
 
-    def write_samples(self, x: torch.Tensor, out_dir: str | Path, name: str) -> dict[str, Path]:
+    def write_samples(
+        self,
+        x: torch.Tensor,
+        out_dir: str | Path,
+        name: str,
+        seed: int | None = None,
+        latents: np.ndarray | None = None,
+    ) -> dict[str, Path]:
         """Latents (``.npz``, ``.pkl``), ``name_XXX.mid`` per sample, ``name_XXX.wav`` and ``name.png``
-        (piano roll) for the first ``render_n``."""
+        (piano roll) for the first ``render_n``; ``latents`` (original space) replace ``decode(x, seed)``."""
         from ddpm.music.render import render_audio, write_piano_roll
 
-        files = super().write_samples(x, out_dir, name)
+        files = super().write_samples(x, out_dir, name, seed, latents)
         out_dir = Path(out_dir)
-        melodies = self.melodies(x)
+        melodies = self.melodies(x, seed) if latents is None else self.melodies_from_latents(latents)
         for i, melody in enumerate(melodies):
             midi = write_midi(melody, out_dir / f"{name}_{i:03d}.mid", qpm=self.qpm)
             files[f"mid_{i:03d}"] = midi

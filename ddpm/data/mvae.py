@@ -123,12 +123,15 @@ class LatentDataModule(L.LightningDataModule):
 
     # -- reading ----------------------------------------------------------------------------------
 
-    def read_split(self, split: str) -> np.ndarray:
-        """One split's records, frames and dims selected, not normalized: ``[N, *sample_shape]``."""
+    def read_split(self, split: str, sliced: bool = True) -> np.ndarray:
+        """One split's records, frames (and with ``sliced`` dims) selected, not normalized.
+
+        ``[N, *sample_shape]``, or ``[N, frames, input dims]`` when ``sliced`` is false.
+        """
         files = sorted(self.dir.glob(f"{split}-*.tfrecord"))
         if not files:
             raise FileNotFoundError(f"no {split}-*.tfrecord files in {self.dir.resolve()}")
-        dims = self.slice_dims
+        dims = self.slice_dims if sliced else None
         chunks, count = [], 0
         for path in files:
             x = read_latents(path, self.input_shape)[:, : self.seq_len]
@@ -180,23 +183,44 @@ class LatentDataModule(L.LightningDataModule):
 
     # -- back to the original space -----------------------------------------------------------------
 
-    def decode(self, x) -> np.ndarray:
-        """Model space ``[n, frames, kept]`` -> original latents ``[n, frames, input dims]`` (numpy)."""
+    def to_model_space(self, latents: np.ndarray) -> torch.Tensor:
+        """Original latents ``[n, frames, input dims]`` -> model space ``[n, frames, kept]`` (inverse of ``decode``)."""
+        dims = self.slice_dims
+        latents = np.asarray(latents, np.float32)[:, : self.seq_len]
+        return torch.from_numpy(self.transform(latents[..., dims] if dims is not None else latents))
+
+    def decode(self, x, seed: int | None = None) -> np.ndarray:
+        """Model space ``[n, frames, kept]`` -> original latents ``[n, frames, input dims]`` (numpy).
+
+        Dropped dimensions are drawn from N(0, 1) with ``seed`` (default: the data's ``seed``).
+        """
         x = x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
         if self.normalize:
             x = (x + 1) / 2 * (self.data_max - self.data_min) + self.data_min
         dims = self.slice_dims
         if dims is None:
             return x.astype(np.float32)
-        full = np.random.default_rng(self.seed).standard_normal((*x.shape[:-1], self.input_shape[1]))
+        full = np.random.default_rng(self.seed if seed is None else seed).standard_normal(
+            (*x.shape[:-1], self.input_shape[1])
+        )
         full[..., dims] = x
         return full.astype(np.float32)
 
-    def write_samples(self, x: torch.Tensor, out_dir: str | Path, name: str) -> dict[str, Path]:
-        """``name.npz`` (array ``samples``) and ``name.pkl`` (the same array: Mittal's generated.pkl)."""
+    def write_samples(
+        self,
+        x: torch.Tensor,
+        out_dir: str | Path,
+        name: str,
+        seed: int | None = None,
+        latents: np.ndarray | None = None,
+    ) -> dict[str, Path]:
+        """``name.npz`` (array ``samples``) and ``name.pkl`` (the same array: Mittal's generated.pkl).
+
+        ``latents`` (original space) are written instead of ``decode(x, seed)`` when given.
+        """
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        samples = self.decode(x)
+        samples = self.decode(x, seed) if latents is None else np.asarray(latents, np.float32)
         files = {"npz": out_dir / f"{name}.npz", "pkl": out_dir / f"{name}.pkl"}
         np.savez(files["npz"], samples=samples)
         with open(files["pkl"], "wb") as f:

@@ -1,0 +1,164 @@
+"""``evaluate(cfg)``: Mittal et al.'s Table 1 for a melody checkpoint, generation and infilling.
+
+Every row holds the same number ``n`` of 32-bar sequences and is scored against the ground truth:
+``n`` eval sequences as events straight from the corpus. Rows: real vs real (other eval
+sequences, several draws), MusicVAE reconstruction (full mu; active dims only), prior, DDPM,
+and for infilling (middle half regenerated) DDPM, latent interpolation and a prior middle.
+"""
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ddpm.errors import UserError
+from ddpm.music.scoring import MelodySet, score_sets, table_markdown, write_table
+from ddpm.music.similarity import consistency_variance, piece_overlaps
+from ddpm.sampling import load_checkpoint, restore
+
+log = logging.getLogger(__name__)
+
+
+def slerp(a: np.ndarray, b: np.ndarray, fraction: float) -> np.ndarray:
+    """Spherical interpolation between latent vectors (rows), as MusicVAE interpolates its latents."""
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    cos = (a64 * b64).sum(-1, keepdims=True) / (
+        np.linalg.norm(a64, axis=-1, keepdims=True) * np.linalg.norm(b64, axis=-1, keepdims=True)
+    )
+    omega = np.arccos(np.clip(cos, -1.0, 1.0))
+    sin = np.sin(omega)
+    linear = (1 - fraction) * a64 + fraction * b64
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spherical = (np.sin((1 - fraction) * omega) * a64 + np.sin(fraction * omega) * b64) / sin
+    return np.where(sin > 1e-6, spherical, linear).astype(np.float32)
+
+
+def infill_frames(frames: int) -> tuple[int, int]:
+    """Mittal's infilling setting: keep the first and last quarter, regenerate frames [frames/4, 3 frames/4)."""
+    return frames // 4, frames - frames // 4
+
+
+def interpolate_middle(latents: np.ndarray, start: int, end: int) -> np.ndarray:
+    """Frames [start, end) slerped between frame start - 1 and frame end; the rest kept: [n, frames, D]."""
+    out = latents.copy()
+    left, right = latents[:, start - 1], latents[:, end]
+    for j in range(start, end):
+        out[:, j] = slerp(left, right, (j - start + 1) / (end - start + 1))
+    return out
+
+
+def _check(cfg: DictConfig) -> None:
+    if int(cfg.n) < 4:
+        raise UserError(f"n={cfg.n}: expected at least 4 sequences to score")
+    if cfg.device != "cpu" and not torch.cuda.is_available() and str(cfg.device).startswith("cuda"):
+        raise UserError(f"device={cfg.device}: no CUDA device is available here (use device=cpu)")
+
+
+def build_sets(cfg: DictConfig, module, dm, sampler) -> tuple[MelodySet, list[MelodySet], dict]:
+    """Ground truth and every other row's melodies (and latents), drawn with ``cfg.seed``."""
+    events, _ = dm.eval_melodies()
+    latents = dm.read_split("eval", sliced=False)  # [N, frames, 512]: the stored means
+    if len(events) != len(latents):
+        raise UserError(f"{dm.dir}: {len(events)} eval melodies but {len(latents)} eval records; re-run prepare")
+    n = int(cfg.n)
+    order = np.random.default_rng(cfg.split_seed).permutation(len(events))
+    if len(order) < n + 4:
+        raise UserError(f"n={n}: the eval split has {len(order)} sequences; expected n <= {len(order) - 4}")
+    gt_idx, rest = order[:n], order[n:]
+    gt = MelodySet("ground truth", events[gt_idx], latents[gt_idx], "eval sequences, corpus events")
+    sets, timings = [], {}
+    rng = np.random.default_rng(cfg.seed)
+
+    # Real vs real: other eval sequences against the same ground truth, several draws.
+    gt_overlaps = piece_overlaps(gt.melodies)
+    size = min(n, len(rest))
+    draws = [rng.choice(rest, size, replace=False) for _ in range(int(cfg.real_repeats))]
+    repeats = [consistency_variance(piece_overlaps(events[d]), gt_overlaps) for d in draws]
+    sets.append(MelodySet("real vs real", events[draws[0]], latents[draws[0]], f"{len(draws)} draws", repeats))
+
+    full = latents[gt_idx]
+    sets.append(MelodySet("MusicVAE recon (full mu)", dm.melodies_from_latents(full), full))
+    active = dm.decode(dm.to_model_space(full), cfg.seed)
+    sets.append(MelodySet("MusicVAE recon (active dims)", dm.melodies_from_latents(active), active))
+    prior = rng.standard_normal(full.shape).astype(np.float32)
+    sets.append(MelodySet("prior N(0, I)", dm.melodies_from_latents(prior), prior))
+
+    generator = torch.Generator().manual_seed(int(cfg.seed))
+    start = time.perf_counter()
+    x = module.sample(n, generator, batch_size=cfg.batch_size, sampler=sampler)
+    timings["ddpm"] = time.perf_counter() - start
+    generated = dm.decode(x, cfg.seed)
+    sets.append(MelodySet("DDPM", dm.melodies_from_latents(generated), generated, _sampler_name(cfg)))
+
+    if cfg.infill:
+        a, b = infill_frames(full.shape[1])
+        keep = np.ones(full.shape[1], bool)
+        keep[a:b] = False
+        known = dm.to_model_space(full)
+        mask = torch.ones_like(known)
+        mask[:, a:b] = 0
+        infillers = [("DDPM infilling", sampler, _sampler_name(cfg))]
+        if cfg.get("repaint"):
+            infillers.append(("DDPM infilling (RePaint)", instantiate(cfg.repaint), json.dumps(dict(cfg.repaint))))
+        for name, infiller, note in infillers:
+            start = time.perf_counter()
+            x = module.sample(n, generator, batch_size=cfg.batch_size, known=known, mask=mask, sampler=infiller)
+            timings[name] = time.perf_counter() - start
+            filled = dm.decode(x, cfg.seed)
+            filled[:, keep] = full[:, keep]  # kept frames: the true originals, all dims
+            sets.append(MelodySet(name, dm.melodies_from_latents(filled), filled, f"frames {a}-{b - 1}; {note}"))
+        interp = interpolate_middle(full, a, b)
+        sets.append(MelodySet("interpolation (slerp)", dm.melodies_from_latents(interp), interp, f"frames {a}-{b - 1}"))
+        middle = full.copy()
+        middle[:, a:b] = rng.standard_normal(middle[:, a:b].shape)
+        sets.append(MelodySet("prior middle", dm.melodies_from_latents(middle), middle, f"frames {a}-{b - 1}"))
+    return gt, sets, timings
+
+
+def _sampler_name(cfg: DictConfig) -> str:
+    target = str(cfg.sampler.get("_target_", "")).rsplit(".", 1)[-1]
+    options = {k: v for k, v in cfg.sampler.items() if k != "_target_"}
+    return f"{target} {options}" if options else target
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Path]:
+    """Sample, decode and score; write ``eval/<name>/table.{md,json}`` and ``overlaps.png``; print the table."""
+    _check(cfg)
+    ckpt_path = Path(cfg.ckpt)
+    ckpt = load_checkpoint(ckpt_path)
+    module, dm = restore(ckpt, ckpt_path)
+    if not hasattr(dm, "eval_melodies"):
+        raise UserError(f"{ckpt_path}: evaluate.py scores melody runs (data=melody); this run used {type(dm).__name__}")
+    if cfg.get("sigma"):  # sampling-time choices, for measuring them on one trained model
+        module.diffusion.set_sigma(cfg.sigma)
+    if cfg.get("temperature") is not None:
+        dm.temperature = float(cfg.temperature)
+    module.to(torch.device(cfg.device))
+    dm.musicvae.to(torch.device(cfg.device))
+    sampler = instantiate(cfg.sampler)
+    start = time.perf_counter()
+    gt, sets, timings = build_sets(cfg, module, dm, sampler)
+    rows = score_sets(sets, gt, dm.slice_dims, int(cfg.bootstrap), int(cfg.seed))
+    name = cfg.get("name") or f"{ckpt_path.stem}_seed{cfg.seed}"
+    out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else ckpt_path.parent / "eval" / name
+    meta = {
+        "checkpoint": str(ckpt_path.resolve()),
+        "epoch": ckpt.get("epoch"),
+        "n": int(cfg.n),
+        "seed": int(cfg.seed),
+        "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
+        "sigma": module.diffusion.sigma,
+        "temperature": dm.temperature,
+        "time_condition": module.diffusion.time_condition,
+        "sampling_seconds": {k: round(v, 2) for k, v in timings.items()},
+        "total_seconds": round(time.perf_counter() - start, 1),
+        "active_dims": len(dm.slice_dims),
+    }
+    files = write_table(rows, out_dir, meta)
+    print(table_markdown(rows))
+    return files

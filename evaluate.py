@@ -1,0 +1,18 @@
+"""Score a melody run like Mittal et al.'s Table 1: ``python evaluate.py ckpt=outputs/.../last.ckpt n=256``."""
+
+import hydra
+from omegaconf import DictConfig
+
+from ddpm.errors import run_or_exit
+from ddpm.evaluation import evaluate
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    files = run_or_exit(lambda: evaluate(cfg))
+    for kind, path in files.items():
+        print(f"{kind}: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""evaluate.py's pieces: interpolation baseline, infilling that is conditioned, continuous conditioning, end to end."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ddpm.denoisers import TransformerDDPM
+from ddpm.diffusion import GaussianDiffusion
+from ddpm.evaluation import infill_frames, interpolate_middle, slerp
+from ddpm.schedules import linear_betas
+
+
+def test_infill_frames_is_the_middle_half():
+    assert infill_frames(16) == (4, 12)
+    assert infill_frames(32) == (8, 24)
+
+
+def test_slerp_endpoints_and_norm():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((5, 64)), rng.standard_normal((5, 64))
+    np.testing.assert_allclose(slerp(a, b, 0.0), a, atol=1e-5)
+    np.testing.assert_allclose(slerp(a, b, 1.0), b, atol=1e-5)
+    # unit vectors stay on the sphere; the midpoint is equidistant in angle
+    ua, ub = a / np.linalg.norm(a, axis=1, keepdims=True), b / np.linalg.norm(b, axis=1, keepdims=True)
+    mid = slerp(ua, ub, 0.5)
+    np.testing.assert_allclose(np.linalg.norm(mid, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose((mid * ua).sum(1), (mid * ub).sum(1), atol=1e-5)
+
+
+def test_interpolate_middle_keeps_the_ends():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 16, 8)).astype(np.float32)
+    out = interpolate_middle(x, 4, 12)
+    np.testing.assert_array_equal(out[:, :4], x[:, :4])
+    np.testing.assert_array_equal(out[:, 12:], x[:, 12:])
+    assert not np.allclose(out[:, 4:12], x[:, 4:12])
+    np.testing.assert_allclose(out[:, 4], slerp(x[:, 3], x[:, 12], 1 / 9), atol=1e-6)
+
+
+def test_continuous_levels_lie_strictly_inside_the_step_interval():
+    diffusion = GaussianDiffusion(linear_betas(100), time_condition="continuous_noise_level")
+    t = torch.arange(100).repeat(50)
+    level = diffusion.continuous_noise_level(t, torch.Generator().manual_seed(0))
+    low, high = diffusion.sqrt_alphas_cumprod[t], diffusion.sqrt_alphas_cumprod_prev[t]
+    assert (level > low).all() and (level < high).all()
+    # spread over the interval, not stuck at an end
+    u = (level - low) / (high - low)
+    assert 0.4 < u.mean() < 0.6 and u.min() < 0.05 and u.max() > 0.95
+
+
+def test_continuous_loss_builds_x_t_from_the_level_it_conditions_on():
+    diffusion = GaussianDiffusion(linear_betas(100), time_condition="continuous_noise_level", noise_level_scale=5000.0)
+    seen = {}
+
+    def denoiser(x_t, cond):
+        seen["x_t"], seen["cond"] = x_t, cond
+        return torch.zeros_like(x_t)
+
+    x0, noise = torch.randn(64, 3, 4), torch.randn(64, 3, 4)
+    t = torch.randint(0, 100, (64,))
+    loss = diffusion.loss(denoiser, x0, t=t, noise=noise, generator=torch.Generator().manual_seed(0))
+    level = seen["cond"] / 5000.0
+    assert ((level > diffusion.sqrt_alphas_cumprod[t]) & (level < diffusion.sqrt_alphas_cumprod_prev[t])).all()
+    expected = level[:, None, None] * x0 + (1 - level[:, None, None] ** 2).sqrt() * noise
+    torch.testing.assert_close(seen["x_t"], expected, atol=2e-4, rtol=0)  # level recovered from cond / 5000
+    torch.testing.assert_close(loss, noise.square().mean((1, 2)))
+    # sampling conditions on sqrt(alpha_bar_t) times the scale
+    torch.testing.assert_close(diffusion.model_condition(t), diffusion.sqrt_alphas_cumprod[t] * 5000.0)
+
+
+def ar1_sequences(n: int, frames: int = 8, dims: int = 4, rho: float = 0.95, seed: int = 0) -> torch.Tensor:
+    """Stationary AR(1) sequences along frames (unit variance): the middle is predictable from its ends."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.empty(n, frames, dims)
+    x[:, 0] = torch.randn(n, dims, generator=g)
+    for f in range(1, frames):
+        x[:, f] = rho * x[:, f - 1] + (1 - rho**2) ** 0.5 * torch.randn(n, dims, generator=g)
+    return x * 0.5
+
+
+def test_infilling_is_conditioned_on_the_kept_frames():
+    torch.manual_seed(0)
+    frames, dims = 8, 4
+    diffusion = GaussianDiffusion(linear_betas(100, 1e-3, 0.1), time_condition="noise_level")
+    model = TransformerDDPM((frames, dims), num_layers=2, num_heads=2, mlp_dims=64, embed_channels=32, emb_dim=32)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    data = ar1_sequences(4096)
+    for step in range(400):
+        batch = data[torch.randint(0, len(data), (128,))]
+        loss = diffusion.loss(model, batch).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    truth = ar1_sequences(256, seed=1)
+    mask = torch.ones_like(truth)
+    mask[:, 2:6] = 0
+    g = torch.Generator().manual_seed(2)
+    infilled = diffusion.sample(model, tuple(truth.shape), g, known=truth, mask=mask)
+    free = diffusion.sample(model, tuple(truth.shape), g)
+
+    def corr(a, b):
+        a, b = a[:, 2:6].flatten(), b[:, 2:6].flatten()
+        return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+
+    c_infill, c_free = corr(infilled, truth), corr(free, truth)
+    # AR(1) with rho = 0.95: the best predictor of the middle from its ends correlates ~0.9 with the truth.
+    assert c_infill > 0.6, c_infill
+    assert abs(c_free) < 0.15, c_free
+    torch.testing.assert_close(infilled[:, :2], truth[:, :2])
+
+
+def test_evaluate_end_to_end_on_a_tiny_run(melody_run, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from ddpm.evaluation import evaluate
+    from tests.helpers import CONF
+
+    _, run = melody_run
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose(
+            "evaluate",
+            overrides=[f"ckpt={run / 'last.ckpt'}", "n=4", "real_repeats=2", "bootstrap=20", f"out_dir={tmp_path}"],
+        )
+    files = evaluate(cfg)
+    assert {p.name for p in files.values()} == {"table.md", "table.json", "overlaps.png"}
+    rows = json.loads((tmp_path / "table.json").read_text())["rows"]
+    names = [r["set"] for r in rows]
+    assert names[:6] == [
+        "ground truth",
+        "real vs real",
+        "MusicVAE recon (full mu)",
+        "MusicVAE recon (active dims)",
+        "prior N(0, I)",
+        "DDPM",
+    ]
+    assert "DDPM infilling" in names and "interpolation (slerp)" in names and "prior middle" in names
+    gt = rows[0]
+    assert gt["pitch_consistency"] == pytest.approx(1.0) and gt["duration_variance"] == pytest.approx(1.0)
+    assert all(r["n"] == 4 for r in rows)
+    assert "| DDPM |" in (tmp_path / "table.md").read_text()
