@@ -13,9 +13,9 @@ from torch import Tensor, nn
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 
-# Noise-level conditioning feeds sqrt(alpha_bar_t) * NOISE_LEVEL_SCALE to the network, so both
-# conditionings span [0, ~1000] and share one sinusoidal embedding (WaveGrad and Mittal et al.
-# scale the continuous level the same way before their embedding).
+# Noise-level conditioning feeds sqrt(alpha_bar) * noise_level_scale to the network; the default
+# makes it span [0, ~1000] like the step conditioning, so both share one sinusoidal embedding.
+# WaveGrad and Mittal et al. scale the level the same way before their embedding (Mittal: 5000).
 NOISE_LEVEL_SCALE = 1000.0
 
 
@@ -36,8 +36,12 @@ class GaussianDiffusion(nn.Module):
 
     Args:
         betas: ``[T]`` noise schedule (see ``ddpm.schedules``), any float dtype.
-        time_condition: what the denoiser is conditioned on: the integer ``step`` t, or the
-            ``noise_level`` sqrt(alpha_bar_t) (times ``NOISE_LEVEL_SCALE``).
+        time_condition: what the denoiser is conditioned on: the integer ``step`` t; the
+            ``noise_level`` sqrt(alpha_bar_t) at the T discrete steps; or ``continuous_noise_level``,
+            WaveGrad's and Mittal et al.'s: in training the level is drawn uniformly between
+            sqrt(alpha_bar_t) and sqrt(alpha_bar_{t-1}) and x_t is built from it (Chen et al. 2021,
+            sec. 3.2), in sampling it is sqrt(alpha_bar_t). Levels reach the network times
+            ``noise_level_scale``.
         sigma: reverse-process variance, ``posterior`` (beta tilde_t, eq. 7) or ``beta`` (beta_t).
         clip_x_start: clamp the predicted x_0 to ``[-clip_value, clip_value]`` while sampling
             (for bounded data such as images; off for latents).
@@ -46,14 +50,17 @@ class GaussianDiffusion(nn.Module):
     def __init__(
         self,
         betas: Tensor,
-        time_condition: Literal["step", "noise_level"] = "step",
+        time_condition: Literal["step", "noise_level", "continuous_noise_level"] = "step",
         sigma: Literal["posterior", "beta"] = "posterior",
         clip_x_start: bool = False,
         clip_value: float = 1.0,
+        noise_level_scale: float = NOISE_LEVEL_SCALE,
     ):
         super().__init__()
-        if time_condition not in ("step", "noise_level"):
-            raise ValueError(f"time_condition must be 'step' or 'noise_level', got {time_condition!r}")
+        if time_condition not in ("step", "noise_level", "continuous_noise_level"):
+            raise ValueError(
+                f"time_condition must be 'step', 'noise_level' or 'continuous_noise_level', got {time_condition!r}"
+            )
         if sigma not in ("posterior", "beta"):
             raise ValueError(f"sigma must be 'posterior' or 'beta', got {sigma!r}")
         betas = torch.as_tensor(betas, dtype=torch.float64)
@@ -63,6 +70,7 @@ class GaussianDiffusion(nn.Module):
         self.sigma = sigma
         self.clip_x_start = clip_x_start
         self.clip_value = clip_value
+        self.noise_level_scale = noise_level_scale
         self.num_timesteps = betas.shape[0]
 
         alphas = 1.0 - betas
@@ -75,6 +83,7 @@ class GaussianDiffusion(nn.Module):
             "alphas_cumprod": alphas_cumprod,
             "alphas_cumprod_prev": alphas_cumprod_prev,
             "sqrt_alphas_cumprod": alphas_cumprod.sqrt(),
+            "sqrt_alphas_cumprod_prev": alphas_cumprod_prev.sqrt(),
             "sqrt_one_minus_alphas_cumprod": (1.0 - alphas_cumprod).sqrt(),
             "sqrt_recip_alphas_cumprod": (1.0 / alphas_cumprod).sqrt(),
             "sqrt_recipm1_alphas_cumprod": (1.0 / alphas_cumprod - 1.0).sqrt(),
@@ -86,6 +95,13 @@ class GaussianDiffusion(nn.Module):
         for name, value in coefficients.items():
             # Derived from config: not part of the checkpoint.
             self.register_buffer(name, value.float(), persistent=False)
+
+    def set_sigma(self, sigma: Literal["posterior", "beta"]) -> None:
+        """Switch the reverse-process variance (a sampling choice: the trained network is the same)."""
+        if sigma not in ("posterior", "beta"):
+            raise ValueError(f"sigma must be 'posterior' or 'beta', got {sigma!r}")
+        self.sigma = sigma
+        self.sampling_std.copy_((self.posterior_variance if sigma == "posterior" else self.betas).sqrt())
 
     # ----- forward process -----
     def q_sample(self, x_start: Tensor, t: Tensor, noise: Tensor) -> Tensor:
@@ -114,7 +130,13 @@ class GaussianDiffusion(nn.Module):
         """What the denoiser sees for step ``t`` ([B] long): the step itself or the noise level."""
         if self.time_condition == "step":
             return t.float()
-        return self.sqrt_alphas_cumprod[t] * NOISE_LEVEL_SCALE
+        return self.sqrt_alphas_cumprod[t] * self.noise_level_scale
+
+    def continuous_noise_level(self, t: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """sqrt(alpha_bar) drawn uniformly between sqrt(alpha_bar_t) and sqrt(alpha_bar_{t-1}): [B]."""
+        u = torch.rand(t.shape, generator=generator, device=generator.device if generator is not None else None)
+        low, high = self.sqrt_alphas_cumprod[t], self.sqrt_alphas_cumprod_prev[t]
+        return low + u.to(t.device) * (high - low)
 
     # ----- training -----
     def loss(
@@ -141,8 +163,14 @@ class GaussianDiffusion(nn.Module):
             t = t.to(x_start.device)
         if noise is None:
             noise = _randn(tuple(x_start.shape), generator, x_start.device)
-        x_t = self.q_sample(x_start, t, noise)
-        eps = denoiser(x_t, self.model_condition(t))
+        if self.time_condition == "continuous_noise_level":
+            level = self.continuous_noise_level(t, generator)
+            shape = (batch, *((1,) * (x_start.ndim - 1)))
+            x_t = level.reshape(shape) * x_start + (1 - level.square()).sqrt().reshape(shape) * noise
+            eps = denoiser(x_t, level * self.noise_level_scale)
+        else:
+            x_t = self.q_sample(x_start, t, noise)
+            eps = denoiser(x_t, self.model_condition(t))
         return (noise - eps).square().reshape(batch, -1).mean(dim=1)
 
     # ----- sampling -----
