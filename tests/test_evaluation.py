@@ -87,7 +87,7 @@ def test_infilling_is_conditioned_on_the_kept_frames():
     model = TransformerDDPM((frames, dims), num_layers=2, num_heads=2, mlp_dims=64, embed_channels=32, emb_dim=32)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     data = ar1_sequences(4096)
-    for step in range(400):
+    for _ in range(400):
         batch = data[torch.randint(0, len(data), (128,))]
         loss = diffusion.loss(model, batch).mean()
         opt.zero_grad()
@@ -141,3 +141,65 @@ def test_evaluate_end_to_end_on_a_tiny_run(melody_run, tmp_path):
     assert gt["pitch_consistency"] == pytest.approx(1.0) and gt["duration_variance"] == pytest.approx(1.0)
     assert all(r["n"] == 4 for r in rows)
     assert "| DDPM |" in (tmp_path / "table.md").read_text()
+
+
+def sample_cfg(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    from tests.helpers import CONF
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose("sample", overrides=overrides)
+
+
+def test_infill_midi_keeps_the_users_frames_exactly(melody_run, tmp_path):
+    from ddpm.music.events import write_midi
+    from ddpm.sampling import load_checkpoint, midi_melody, restore, sample
+
+    _, run = melody_run
+    rng = np.random.default_rng(5)
+    events = np.zeros(96, np.int64)  # 3 windows: shorter than the model's 4 frames, so it is looped
+    events[::4] = 2 + 60 - 21 + rng.integers(-5, 6, 24)
+    song = write_midi(events, tmp_path / "song.mid")
+    cfg = sample_cfg(
+        [f"ckpt={run / 'last.ckpt'}", "n=3", "infill=[1,3]", f"infill_midi={song}", f"out_dir={tmp_path / 'out'}"]
+        + ["sampler=ddim", "sampler.steps=5"]
+    )
+    sample(cfg)
+    generated = np.load(tmp_path / "out" / "generated.npz")["samples"]
+    original = np.load(tmp_path / "out" / "original.npz")["samples"]
+    _, dm = restore(load_checkpoint(run / "last.ckpt"))
+    expected = dm.encode_latents(midi_melody(song, 4 * 32)[None])[0]
+    np.testing.assert_allclose(original, np.broadcast_to(expected, original.shape), atol=1e-5)
+    np.testing.assert_array_equal(generated[:, [0, 3]], original[:, [0, 3]])  # kept frames: the originals
+    assert not np.allclose(generated[:, 1:3], original[:, 1:3])
+    looped = midi_melody(song, 128)
+    np.testing.assert_array_equal(looped[96:], looped[:32])  # played again from the start
+
+
+def test_infill_midi_bad_file_is_a_user_error(melody_run, tmp_path):
+    from ddpm.errors import UserError
+    from ddpm.sampling import sample
+
+    _, run = melody_run
+    bad = tmp_path / "notes.mid"
+    bad.write_text("not a midi file")
+    cfg = sample_cfg([f"ckpt={run / 'last.ckpt'}", "n=2", "infill=[1,3]", f"infill_midi={bad}"])
+    with pytest.raises(UserError, match="infill_midi=.*notes.mid"):
+        sample(cfg)
+    cfg = sample_cfg([f"ckpt={run / 'last.ckpt'}", "n=2", "infill=[3,9]", f"infill_midi={bad}"])
+    with pytest.raises(UserError, match=r"infill=\[3,9\]"):
+        sample(cfg)
+
+
+def test_refilled_dims_follow_the_seed():
+    from ddpm.data.mvae import LatentDataModule
+
+    dm = LatentDataModule(input_shape=(4, 16), slice_dims=[1, 5, 7])
+    dm.data_min, dm.data_max = -2.0, 2.0
+    x = torch.rand(2, 4, 3) * 2 - 1
+    a, b, a2 = dm.decode(x, seed=1), dm.decode(x, seed=2), dm.decode(x, seed=1)
+    np.testing.assert_array_equal(a, a2)
+    np.testing.assert_array_equal(a[..., [1, 5, 7]], b[..., [1, 5, 7]])
+    assert not np.allclose(np.delete(a, [1, 5, 7], -1), np.delete(b, [1, 5, 7], -1))
+    torch.testing.assert_close(dm.to_model_space(a), x)  # the inverse of decode

@@ -98,7 +98,10 @@ def score_sets(sets: list[MelodySet], gt: MelodySet, dims: list[int], rounds: in
 
 
 def _fmt(value, digits: int = 3) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
+    if value is None:
+        return "—"
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.00"
 
 
 def table_markdown(rows: list[dict]) -> str:
