@@ -80,21 +80,29 @@ def ar1_sequences(n: int, frames: int = 8, dims: int = 4, rho: float = 0.95, see
     return x * 0.5
 
 
-def test_infilling_is_conditioned_on_the_kept_frames():
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is faster, above all on a loaded machine
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_infilling_is_conditioned_on_the_kept_frames(one_thread):
     torch.manual_seed(0)
     frames, dims = 8, 4
     diffusion = GaussianDiffusion(linear_betas(100, 1e-3, 0.1), time_condition="noise_level")
-    model = TransformerDDPM((frames, dims), num_layers=2, num_heads=2, mlp_dims=64, embed_channels=32, emb_dim=32)
+    model = TransformerDDPM((frames, dims), num_layers=1, num_heads=2, mlp_dims=64, embed_channels=32, emb_dim=32)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     data = ar1_sequences(4096)
-    for _ in range(400):
-        batch = data[torch.randint(0, len(data), (128,))]
+    for _ in range(300):
+        batch = data[torch.randint(0, len(data), (64,))]
         loss = diffusion.loss(model, batch).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
-    truth = ar1_sequences(256, seed=1)
+    truth = ar1_sequences(128, seed=1)
     mask = torch.ones_like(truth)
     mask[:, 2:6] = 0
     g = torch.Generator().manual_seed(2)
@@ -106,7 +114,8 @@ def test_infilling_is_conditioned_on_the_kept_frames():
         return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
 
     c_infill, c_free = corr(infilled, truth), corr(free, truth)
-    # AR(1) with rho = 0.95: the best predictor of the middle from its ends correlates ~0.9 with the truth.
+    # AR(1), rho = 0.95: the best predictor of the middle from its ends correlates ~0.9 with the truth;
+    # measured 0.74 for this briefly trained model, 0.04 for unconditional samples.
     assert c_infill > 0.6, c_infill
     assert abs(c_free) < 0.15, c_free
     torch.testing.assert_close(infilled[:, :2], truth[:, :2])
