@@ -34,11 +34,20 @@ def test_transformer_on_images_is_a_clear_error(tmp_path):
         build_model(cfg, instantiate(cfg.data))
 
 
-@pytest.mark.parametrize("schedule", ["linear_betas", "cosine_betas", "mittal_betas"])
-def test_schedule_swaps_by_target(schedule, tmp_path):
+@pytest.mark.parametrize(
+    "schedule, first, middle, last",
+    [
+        ("linear_betas", 1e-4, 0.01004004, 0.02),  # Ho et al.: 1e-4 -> 0.02
+        ("cosine_betas", 4.128422e-05, 0.003145886, 0.999),  # Nichol & Dhariwal, clipped at 0.999
+        ("mittal_betas", 1e-6, 0.004995495, 0.01),  # Mittal et al.: 1e-6 -> 0.01
+    ],
+)
+def test_schedule_swaps_by_target(schedule, first, middle, last, tmp_path):
     cfg = compose_train(["diffusion=ddpm", f"diffusion.betas._target_=ddpm.schedules.{schedule}"], tmp_path)
     diffusion = instantiate(cfg.diffusion, clip_x_start=False)
     assert diffusion.num_timesteps == 1000
+    betas = diffusion.betas[[0, 499, 999]].tolist()
+    assert betas == pytest.approx([first, middle, last], rel=1e-6)
 
 
 def test_scheduler_group(tmp_path):

@@ -7,6 +7,9 @@ from ddpm.denoisers.embedding import sinusoidal_embedding
 CASES = [
     (UNet, (1, 8, 8), {}),
     (UNet, (1, 28, 28), {"base_channels": 16}),
+    # Sizes that do not halve evenly (10 -> 5 -> 3 -> up 6, cropped to 5): the crop before each skip.
+    (UNet, (1, 10, 10), {"base_channels": 8}),
+    (UNet, (2, 6, 10), {"base_channels": 8}),
     (DenseDDPM, (32, 42), {"num_layers": 2, "mlp_dims": 64}),
     (TransformerDDPM, (32, 42), {"num_layers": 2, "num_heads": 4, "mlp_dims": 64, "embed_channels": 32}),
 ]
@@ -37,13 +40,41 @@ def test_output_depends_on_time(cls, shape, kwargs):
     assert not torch.allclose(out[0], out[1])
 
 
-def test_transformer_is_permutation_sensitive_via_positions():
+def test_transformer_output_depends_on_frame_positions():
+    # Without the position encoding the encoder would be equivariant to permuting frames.
     torch.manual_seed(0)
     net = TransformerDDPM((6, 4), num_layers=1, num_heads=2, mlp_dims=16, embed_channels=8)
     x = torch.randn(1, 6, 4)
     perm = torch.tensor([5, 4, 3, 2, 1, 0])
     out, out_perm = net(x, torch.zeros(1)), net(x[:, perm], torch.zeros(1))
     assert not torch.allclose(out[:, perm], out_perm, atol=1e-5)
+
+
+def test_transformer_attention_mixes_every_frame_with_every_other():
+    """Changing frame j changes the output at every frame i != j (32 frames, as the melody model)."""
+    torch.manual_seed(0)
+    frames = 32
+    net = TransformerDDPM((frames, 42), num_layers=1, num_heads=4, mlp_dims=32, embed_channels=16).eval()
+    x = torch.randn(1, frames, 42)
+    perturbed = x.repeat(frames + 1, 1, 1)  # row 0 as is, row j + 1 with frame j moved
+    perturbed[1:][torch.arange(frames), torch.arange(frames)] += 1.0
+    with torch.no_grad():
+        out = net(perturbed, torch.full((frames + 1,), 500.0))
+    change = (out[1:] - out[:1]).abs().amax(dim=-1)  # (j, i): effect of frame j on output frame i
+    off_diagonal = change[~torch.eye(frames, dtype=torch.bool)]
+    assert off_diagonal.min().item() > 1e-4, (change < 1e-4).nonzero()[:8].tolist()
+
+
+def test_transformer_examples_are_independent_of_their_batch():
+    """Permuting the batch permutes the outputs, and an example's output does not depend on the others."""
+    torch.manual_seed(0)
+    net = TransformerDDPM((8, 6), num_layers=2, num_heads=2, mlp_dims=32, embed_channels=16).eval()
+    x, t = torch.randn(5, 8, 6), torch.tensor([0.0, 10.0, 200.0, 500.0, 999.0])
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    with torch.no_grad():
+        out = net(x, t)
+        assert torch.allclose(net(x[perm], t[perm]), out[perm], atol=1e-5)
+        assert torch.allclose(net(x[2:3], t[2:3]), out[2:3], atol=1e-5)
 
 
 def test_sinusoidal_embedding_values():

@@ -10,15 +10,49 @@ def diffusion():
     return GaussianDiffusion(linear_betas(1000))
 
 
-def delta_oracle(diffusion: GaussianDiffusion, x0: torch.Tensor):
-    """The exact eps-predictor for data concentrated at x0: eps = (x_t - sqrt(ab) x0) / sqrt(1 - ab)."""
+@pytest.fixture
+def one_thread():
+    # Small tensors, many steps: a second OpenMP thread only waits on the shared cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def gaussian_oracle(diffusion: GaussianDiffusion, m: torch.Tensor, s: torch.Tensor):
+    """The exact eps-predictor E[eps | x_t] for data x_0 ~ N(m, diag(s^2)), step-conditioned.
+
+    x_t = sqrt(ab) x_0 + sqrt(1 - ab) eps is Gaussian, so E[eps | x_t] is linear regression:
+    sqrt(1 - ab) (x_t - sqrt(ab) m) / (ab s^2 + 1 - ab). With s = 0 (data at m) it is
+    (x_t - sqrt(ab) m) / sqrt(1 - ab).
+    """
 
     def denoiser(x_t, cond):
-        t = (cond - 0).long() if diffusion.time_condition == "step" else None
-        ab = diffusion.alphas_cumprod[t].reshape(-1, *([1] * (x_t.ndim - 1)))
-        return (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
+        assert diffusion.time_condition == "step"
+        ab = diffusion.alphas_cumprod[cond.long()].reshape(-1, *([1] * (x_t.ndim - 1)))
+        return (1 - ab).sqrt() * (x_t - ab.sqrt() * m) / (ab * s**2 + 1 - ab)
 
     return denoiser
+
+
+def chain_moments(betas: torch.Tensor, m: torch.Tensor, s: torch.Tensor, sigma: str) -> tuple[torch.Tensor, ...]:
+    """Mean and variance of Algorithm 2's output for N(m, s^2) data and the exact eps, in float64.
+
+    Every step is affine, x_{t-1} = c1 x_t + c0 + sigma_t z with eq. (11) for the mean, so the
+    moments follow from x_T ~ N(0, 1) by the recursion mu <- c1 mu + c0, v <- c1^2 v + sigma_t^2.
+    """
+    betas, m, s2 = betas.double(), m.double(), s.double() ** 2
+    alphas_cumprod = torch.cumprod(1 - betas, 0)
+    mu, v = torch.zeros_like(m), torch.ones_like(m)
+    for t in reversed(range(len(betas))):
+        beta, ab = betas[t], alphas_cumprod[t]
+        ab_prev = alphas_cumprod[t - 1] if t > 0 else torch.tensor(1.0, dtype=torch.float64)
+        gain = (1 - ab).sqrt() / (ab * s2 + 1 - ab)  # eps = gain (x_t - sqrt(ab) m)
+        k = beta / (1 - ab).sqrt()  # eq. (11): (x_t - k eps) / sqrt(alpha_t)
+        c1, c0 = (1 - k * gain) / (1 - beta).sqrt(), k * gain * ab.sqrt() * m / (1 - beta).sqrt()
+        var = beta * (1 - ab_prev) / (1 - ab) if sigma == "posterior" else beta
+        mu, v = c1 * mu + c0, c1**2 * v + (var if t > 0 else 0.0)  # no noise at the last step
+    return mu, v
 
 
 def test_q_sample_moments(diffusion):
@@ -70,10 +104,52 @@ def test_loss_per_example_and_zero_for_oracle(diffusion):
     assert diffusion.loss(lambda x, c: noise, x0, noise=noise).abs().max().item() == 0.0
 
 
-def test_oracle_sampling_recovers_x0(diffusion):
-    x0 = torch.tensor([[0.3, -0.8, 0.5]])
-    out = diffusion.sample(delta_oracle(diffusion, x0), (4, 3), torch.Generator().manual_seed(0))
-    assert torch.allclose(out, x0.expand(4, 3), atol=1e-3)
+def test_oracle_sampling_follows_q_at_every_step(diffusion, one_thread):
+    """Data at a point x0, exact eps, sigma = beta tilde: the reverse chain is q(x_{t-1} | x_t, x0),
+    so every x_t it passes through is distributed as q(x_t | x0) = N(sqrt(ab_t) x0, 1 - ab_t)."""
+    x0 = torch.tensor([0.3, -0.8, 0.5])
+    n = 2000
+    steps = diffusion.sample_progressive(
+        gaussian_oracle(diffusion, x0, 0 * x0), (n, 3), torch.Generator().manual_seed(0)
+    )
+    seen = []
+    for t, x_t in steps:
+        if t < 0:
+            assert torch.allclose(x_t, x0.expand(n, 3), atol=1e-3)
+            break
+        ab = diffusion.alphas_cumprod[t].double()
+        z = (x_t.double() - ab.sqrt() * x0) / (1 - ab).sqrt()  # ~ N(0, 1), 6000 values
+        seen.append(t)
+        assert abs(z.mean().item()) < 5 / (3 * n) ** 0.5, t
+        assert abs(z.var().item() - 1) < 5 * (2 / (3 * n)) ** 0.5, t
+    assert seen == list(range(999, -1, -1))
+
+
+@pytest.mark.parametrize("sigma", ["posterior", "beta"])
+def test_ancestral_sampling_of_gaussian_data_matches_closed_form(sigma, one_thread):
+    """Data N(m, s^2) per dimension, exact eps: Algorithm 2 gives the moments of its closed form,
+    and these are (m, s^2) up to the discretisation: mean within 1e-4, variance within 2% for s >= 0.5
+    (at s = 0.02, near sqrt(beta_1), the chain ends at 0.67 s^2 with sigma = beta tilde, 0.94 s^2 with beta)."""
+    betas = linear_betas(1000)
+    diffusion = GaussianDiffusion(betas, sigma=sigma)
+    m, s = torch.tensor([1.5, -0.5, 0.3]), torch.tensor([0.5, 1.0, 0.02])
+    n = 4000
+    x = diffusion.sample(gaussian_oracle(diffusion, m, s), (n, 3), torch.Generator().manual_seed(0)).double()
+    mean, var = chain_moments(betas, m, s, sigma)
+    assert torch.allclose(mean, m.double(), atol=1e-4)
+    assert torch.allclose(var[:2], s[:2].double() ** 2, rtol=0.02)
+    # The sampler realises that chain: five standard errors of the sample mean and variance.
+    assert ((x.mean(0) - mean).abs() < 5 * (var / n).sqrt()).all(), (x.mean(0), mean)
+    assert ((x.var(0) / var - 1).abs() < 5 * (2 / n) ** 0.5).all(), (x.var(0), var)
+    # Common random numbers: every step is affine in (x_t, m), so the same seed with data shifted
+    # by delta moves every sample by exactly the closed-form mean's shift (here 1 - 2e-5 times delta).
+    delta = torch.tensor([1.0, -2.0, 0.5])
+    shift = chain_moments(betas, m + delta, s, sigma)[0] - mean
+    a, b = (
+        diffusion.sample(gaussian_oracle(diffusion, mu, s), (64, 3), torch.Generator().manual_seed(1))
+        for mu in (m, m + delta)
+    )
+    assert torch.allclose((b - a).double(), shift.expand(64, 3), atol=1e-4)
 
 
 def test_sampling_reproducible_from_seed(diffusion):
@@ -99,6 +175,32 @@ def test_infilling_keeps_known_region():
     mask[:, :3] = 1
     out = d.sample(lambda x, c: 0 * x, (2, 8, 3), torch.Generator().manual_seed(0), known=known, mask=mask)
     assert torch.equal(out[:, :3], known[:, :3]) and not torch.allclose(out[:, 3:], known[:, 3:])
+
+
+def test_infilling_conditions_every_step_on_the_noised_known_frames():
+    """Replacement method: at each step the kept frames of x_t are a fresh forward sample of the
+    originals, q(x_t | known) = N(sqrt(ab_t) known, 1 - ab_t), and that x_t is what the model sees."""
+    d = GaussianDiffusion(linear_betas(50))
+    n = 200
+    known = 2 + torch.randn(n, 8, 3, generator=torch.Generator().manual_seed(1))
+    mask = torch.zeros(n, 8, 3)
+    mask[:, :3] = 1
+    seen = []
+
+    def denoiser(x, cond):
+        seen.append(x.clone())
+        return 0.5 * x  # anything: the kept frames must not depend on it
+
+    steps = d.sample_progressive(denoiser, (n, 8, 3), torch.Generator().manual_seed(0), known=known, mask=mask)
+    yielded = [(t, x.clone()) for t, x in steps]
+    assert [t for t, _ in yielded] == list(range(49, -1, -1)) + [-1]
+    for (t, x_t), model_input in zip(yielded, seen, strict=False):
+        assert torch.equal(x_t, model_input), t
+        ab = d.alphas_cumprod[t].double()
+        z = (x_t[:, :3].double() - ab.sqrt() * known[:, :3]) / (1 - ab).sqrt()  # ~ N(0, 1), 1800 values
+        assert abs(z.mean().item()) < 5 / z.numel() ** 0.5, t
+        assert abs(z.var().item() - 1) < 5 * (2 / z.numel()) ** 0.5, t
+    assert len(seen) == 50 and torch.equal(yielded[-1][1][:, :3], known[:, :3])
 
 
 def test_clipping_bounds_predicted_x0():
