@@ -1,0 +1,237 @@
+"""The studio's model side: one trained melody model asked to generate, infill and interpolate.
+
+Every method returns melody events ``[n, frames * 32]``; writing files and HTTP live elsewhere
+(``ddpm/studio/outputs.py``, ``ddpm/studio/app.py``). Requests share one model, so they run one
+at a time under ``Studio.lock``.
+"""
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ddpm.errors import UserError
+from ddpm.music.events import WINDOW_STEPS
+from ddpm.studio.interpolation import ddim_invert, ddim_sample, ddim_timesteps, lerp, slerp
+from ddpm.studio.melodies import fit_length
+
+Progress = Callable[[float, str], None]  # (fraction done, what is happening)
+
+
+@dataclass
+class Melody:
+    """A melody the page can start from: an upload or an eval tune, fitted to the model's length."""
+
+    title: str
+    events: np.ndarray  # [frames * 32]
+    note: str = ""
+
+
+def load_samplers(conf_dir: str | Path) -> dict[str, DictConfig]:
+    """The sampler configs ``conf/sampler/*.yaml`` by name (each has a ``_target_``)."""
+    return {p.stem: OmegaConf.load(p) for p in sorted(Path(conf_dir).glob("*.yaml"))}
+
+
+class Studio:
+    """A melody model restored from a checkpoint, with the samplers the page offers.
+
+    Args:
+        module: the ``DiffusionModule`` (weights restored).
+        datamodule: its ``MelodyDataModule`` (statistics restored): encodes and decodes melodies.
+        samplers: sampler configs by name (``conf/sampler/*.yaml``); ``{}`` offers only the
+            module's own ancestral sampling.
+        default_sampler: the config of the sampler the page starts with (``conf/serve.yaml``'s ``sampler``).
+        name: shown in the page (the checkpoint's file name).
+    """
+
+    def __init__(
+        self,
+        module,
+        datamodule,
+        samplers: dict[str, DictConfig] | None = None,
+        default_sampler: DictConfig | None = None,
+        device: str = "cpu",
+        name: str = "",
+    ):
+        if not all(hasattr(datamodule, a) for a in ("melodies", "encode_melodies")):
+            raise UserError(
+                f"{name or 'checkpoint'}: a model of {type(datamodule).__name__}; "
+                "the studio needs a melody model (trained with data=melody)"
+            )
+        self.module, self.datamodule = module.to(device).eval(), datamodule
+        self.device, self.name = torch.device(device), name
+        self.frames = int(datamodule.sample_shape[0])
+        self.steps = self.frames * WINDOW_STEPS
+        self.samplers = dict(samplers or {})
+        self.default_sampler = self._default_name(default_sampler)
+        self.lock = threading.Lock()
+        self._eval: list[Melody] | None = None
+
+    def _default_name(self, cfg: DictConfig | None) -> str:
+        if cfg is None or not self.samplers:
+            return next(iter(self.samplers), "ancestral")
+        target = cfg.get("_target_")
+        match = [k for k, v in self.samplers.items() if v.get("_target_") == target]
+        name = match[0] if match else "default"
+        self.samplers[name] = cfg  # the serve config's settings (steps=...) win over the file's
+        return name
+
+    @property
+    def num_timesteps(self) -> int:
+        return int(self.module.diffusion.num_timesteps)
+
+    def info(self) -> dict:
+        """What the page needs to lay itself out: bars, tempo, samplers and their default steps."""
+        samplers = {name: {"steps": self.default_steps(name)} for name in self.samplers} or {
+            "ancestral": {"steps": None}
+        }
+        return {
+            "checkpoint": self.name,
+            "frames": self.frames,
+            "bars": self.frames * 2,
+            "steps_per_bar": 16,
+            "qpm": float(self.datamodule.qpm),
+            "temperature": float(self.datamodule.temperature),
+            "num_timesteps": self.num_timesteps,
+            "samplers": samplers or {"ancestral": {"steps": None}},
+            "default_sampler": self.default_sampler,
+        }
+
+    # ----- inputs -----
+
+    def eval_tunes(self) -> list[Melody]:
+        """The run's eval tunes (cached); ``UserError`` when the run's data is not on this machine."""
+        if self._eval is None:
+            try:
+                events, titles = self.datamodule.eval_melodies()
+            except (FileNotFoundError, OSError) as e:
+                raise UserError(f"no eval tunes for this model: {e}") from e
+            self._eval = [Melody(t, fit_length(e, self.steps)) for e, t in zip(events, titles)]
+        return self._eval
+
+    def default_steps(self, name: str) -> int | None:
+        """The configured steps of sampler ``name``, at most T; ``None`` when it runs every step."""
+        steps = self.samplers[name].get("steps") if name in self.samplers else None
+        return None if steps is None else min(int(steps), self.num_timesteps)
+
+    def build_sampler(self, name: str, steps: int | None = None):
+        """The sampler ``name`` with ``steps`` network evaluations (its default when ``None``; ignored by
+        samplers that run every step); ``None`` is the module's own ancestral sampling."""
+        if not self.samplers and name == "ancestral":
+            return None
+        if name not in self.samplers:
+            raise UserError(f"sampler={name!r}: expected one of {sorted(self.samplers) or ['ancestral']}")
+        if self.default_steps(name) is None:
+            return instantiate(self.samplers[name])
+        steps = self.default_steps(name) if steps is None else steps
+        if not 1 <= steps <= self.num_timesteps:
+            raise UserError(f"steps={steps}: expected 1 to {self.num_timesteps} (this model's diffusion steps)")
+        return instantiate(self.samplers[name], steps=steps)
+
+    # ----- requests -----
+
+    def generate(self, n: int, seed: int, sampler: str, steps: int | None, temperature: float, progress: Progress):
+        """``n`` new melodies ``[n, steps]``."""
+        sampler_obj = self.build_sampler(sampler, steps)
+        with self.lock, self._temperature(temperature):
+            x = self._sample(n, seed, sampler_obj, progress)
+            progress(0.9, "decoding with the MusicVAE")
+            return self.datamodule.melodies(x, seed)
+
+    def infill(
+        self,
+        source: np.ndarray,
+        frames: tuple[int, int],
+        k: int,
+        seed: int,
+        sampler: str,
+        steps: int | None,
+        temperature: float,
+        progress: Progress,
+    ) -> np.ndarray:
+        """``k`` variants ``[k, steps]`` of ``source`` in which frames ``[start, end)`` are new (decoded;
+        the caller keeps the source's own events elsewhere)."""
+        sampler_obj = self.build_sampler(sampler, steps)
+        start, end = frames
+        with self.lock, self._temperature(temperature):
+            progress(0.02, "encoding the melody")
+            known = self.datamodule.encode_melodies(source[None]).repeat(k, 1, 1)
+            mask = torch.ones_like(known)
+            mask[:, start:end] = 0  # 0: regenerate, 1: keep
+            x = self._sample(k, seed, sampler_obj, progress, known, mask)
+            progress(0.9, "decoding with the MusicVAE")
+            return self.datamodule.melodies(x, seed)
+
+    def interpolate(
+        self,
+        a: np.ndarray,
+        b: np.ndarray,
+        n: int,
+        mode: str,
+        seed: int,
+        steps: int,
+        temperature: float,
+        progress: Progress,
+    ) -> np.ndarray:
+        """``n`` melodies ``[n, steps]`` evenly between ``a`` and ``b`` (ends excluded).
+
+        ``latent``: straight line between the two in model space. ``noise``: each end is mapped to
+        diffusion noise by DDIM inversion with ``steps`` steps, the noises are joined by slerp, and
+        every point is denoised back with the same deterministic DDIM.
+        """
+        if mode not in ("latent", "noise"):
+            raise UserError(f"mode={mode!r}: expected 'latent' or 'noise'")
+        weights = torch.arange(1, n + 1, dtype=torch.float64) / (n + 1)
+        with self.lock, self._temperature(temperature):
+            progress(0.02, "encoding the two melodies")
+            ends = self.datamodule.encode_melodies(np.stack([a, b])).to(self.device)
+            if mode == "latent":
+                x = lerp(ends[0], ends[1], weights)
+            else:
+                calls = 2 * len(ddim_timesteps(self.num_timesteps, steps))  # invert the ends, then denoise
+                with self._counting(progress, calls, "DDIM"):
+                    noise = ddim_invert(self.module.diffusion, self.module.sampling_denoiser, ends, steps)
+                    x = ddim_sample(self.module.diffusion, self.module.sampling_denoiser, slerp(*noise, weights), steps)
+            progress(0.9, "decoding with the MusicVAE")
+            return self.datamodule.melodies(x, seed)
+
+    # ----- helpers -----
+
+    def _sample(self, n, seed, sampler, progress, known=None, mask=None) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        calls = sampler.evaluations(self.module.diffusion) if sampler is not None else self.num_timesteps
+        with self._counting(progress, calls, type(sampler).__name__ if sampler else "AncestralSampler"):
+            return self.module.sample(n, generator, batch_size=n, known=known, mask=mask, sampler=sampler)
+
+    @contextlib.contextmanager
+    def _counting(self, progress: Progress, calls: int, what: str) -> Iterator[None]:
+        """Report sampling progress from the denoiser's forward calls (5% to 90% of the job)."""
+        done = 0
+
+        def hook(*_):
+            nonlocal done
+            done += 1
+            progress(0.05 + 0.85 * min(done / max(calls, 1), 1.0), f"{what}: step {min(done, calls)} of {calls}")
+
+        handle = self.module.sampling_denoiser.register_forward_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    @contextlib.contextmanager
+    def _temperature(self, temperature: float) -> Iterator[None]:
+        """Decode with the request's MusicVAE temperature, then put the model's back."""
+        if not 0.0 <= temperature <= 2.0:
+            raise UserError(f"temperature={temperature}: expected 0 (greedy) to 2")
+        saved, self.datamodule.temperature = self.datamodule.temperature, temperature
+        try:
+            yield
+        finally:
+            self.datamodule.temperature = saved

@@ -1,0 +1,98 @@
+"""Melodies in the studio: uploads checked and fitted to the model's length, bar ranges, splicing.
+
+A studio bar is 16 sixteenth steps (4/4); one model frame is one 2-bar MusicVAE window (32 steps).
+Bars are numbered from 1 in the page and in these functions' messages.
+"""
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ddpm.errors import UserError
+from ddpm.music.events import NOTE_OFF, WINDOW_STEPS, events_to_notes, read_midi
+
+BAR_STEPS = 16
+BARS_PER_FRAME = WINDOW_STEPS // BAR_STEPS  # 2
+
+
+def read_upload(name: str, data: bytes, steps: int) -> tuple[np.ndarray, str]:
+    """An uploaded MIDI file's bytes -> (events ``[steps]``, note for the user).
+
+    Raises ``UserError`` naming the file when it is empty, not MIDI, has no melody or is longer
+    than the model's ``steps``. A shorter melody is padded to whole 2-bar windows with rest, then
+    played again from its start until ``steps`` are filled, as the training data repeats short tunes.
+    """
+    if not data:
+        raise UserError(f"{name}: the file is empty (expected a MIDI file, .mid)")
+    if data[:4] != b"MThd":
+        raise UserError(f"{name}: not a MIDI file (a .mid file starts with 'MThd'; this one starts with {data[:4]!r})")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "upload.mid"
+        path.write_bytes(data)
+        try:
+            events, _ = read_midi(path)
+        except ValueError as e:
+            if "no pitched notes" in str(e):
+                raise UserError(f"{name}: no melody (no pitched, non-drum notes in the file)") from e
+            raise UserError(f"{name}: not a readable MIDI file ({e})") from e
+        except Exception as e:  # noqa: BLE001 - pretty_midi/mido raise many types for broken files
+            raise UserError(f"{name}: not a readable MIDI file ({type(e).__name__}: {e})") from e
+    if not (events >= 2).any():
+        raise UserError(f"{name}: no melody (no notes between MIDI pitch 21 and 108)")
+    events = _trim_rests(events)
+    bars, max_bars = -(-len(events) // BAR_STEPS), steps // BAR_STEPS
+    if len(events) > steps:
+        raise UserError(f"{name}: {bars} bars is too long; this model writes at most {max_bars} bars of 4/4")
+    return fit_length(events, steps), (
+        f"{bars} bars" if len(events) == steps else f"{bars} bars, repeated to fill the model's {max_bars} bars"
+    )
+
+
+def _trim_rests(events: np.ndarray) -> np.ndarray:
+    """Drop the trailing steps after the last sounding note (a note-off there ends it)."""
+    sounding = np.flatnonzero(events >= 2)
+    last = int(sounding[-1])
+    after = np.flatnonzero(events[last + 1 :] == NOTE_OFF)
+    end = last + 1 + int(after[0]) if len(after) else len(events)
+    return events[: end + 1] if end < len(events) else events
+
+
+def fit_length(events: np.ndarray, steps: int) -> np.ndarray:
+    """Pad to whole windows with rest (a note-off ends the last note), then loop to ``steps``."""
+    events = np.asarray(events, dtype=np.int64)
+    windows = max(1, -(-len(events) // WINDOW_STEPS))
+    padded = np.zeros(windows * WINDOW_STEPS, dtype=np.int64)
+    padded[: len(events)] = events
+    changes = np.flatnonzero(events != 0)
+    if len(events) < len(padded) and len(changes) and events[changes[-1]] >= 2:  # a note still sounds
+        padded[len(events)] = NOTE_OFF
+    return np.resize(padded, steps)
+
+
+def bars_to_frames(first_bar: int, last_bar: int, frames: int) -> tuple[int, int]:
+    """Bars ``first_bar..last_bar`` (1-based, inclusive) -> frames ``[start, end)`` that hold them.
+
+    The range snaps outwards to whole 2-bar frames: bars 3-6 are frames 1 and 2, bars 4-5 too.
+    """
+    bars = frames * BARS_PER_FRAME
+    if not 1 <= first_bar <= last_bar <= bars:
+        raise UserError(f"bars {first_bar}-{last_bar}: expected 1 <= first <= last <= {bars} (this model's bars)")
+    return (first_bar - 1) // BARS_PER_FRAME, (last_bar - 1) // BARS_PER_FRAME + 1
+
+
+def frames_to_bars(start: int, end: int) -> tuple[int, int]:
+    """Frames ``[start, end)`` -> the bars they cover (1-based, inclusive)."""
+    return start * BARS_PER_FRAME + 1, end * BARS_PER_FRAME
+
+
+def splice(source: np.ndarray, new: np.ndarray, start: int, end: int) -> np.ndarray:
+    """``new`` in frames ``[start, end)``, ``source`` everywhere else: ``[k, steps]`` events."""
+    out = np.repeat(np.asarray(source, np.int64)[None], len(new), axis=0)
+    out[:, start * WINDOW_STEPS : end * WINDOW_STEPS] = new[:, start * WINDOW_STEPS : end * WINDOW_STEPS]
+    return out
+
+
+def notes_json(events: np.ndarray) -> list[list[int]]:
+    """Events -> ``[[pitch, start, end], ...]`` for drawing the piano roll in the page."""
+    return [[n.pitch, n.start, n.end] for n in events_to_notes(events)]

@@ -1,0 +1,392 @@
+"""The studio's server side: uploads, bar ranges, interpolation math, the HTTP API (FastAPI TestClient),
+the ``serve.py`` entry point, and ``ddpm.export``."""
+
+import io
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.io import wavfile
+
+from ddpm.diffusion import GaussianDiffusion
+from ddpm.errors import UserError
+from ddpm.music.events import WINDOW_STEPS, read_midi, write_midi
+from ddpm.schedules import linear_betas
+from ddpm.studio.interpolation import ddim_invert, ddim_sample, lerp, slerp
+from ddpm.studio.melodies import bars_to_frames, fit_length, read_upload, splice
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 4 * WINDOW_STEPS  # the tiny melody model (tests/helpers.py): 4 frames = 8 bars
+
+
+def melody_events(windows: int, seed: int = 0) -> np.ndarray:
+    """A melody whose every 2-bar window starts with a note and holds a rest (note-off) inside."""
+    rng = np.random.default_rng(seed)
+    events = np.zeros(windows * WINDOW_STEPS, dtype=np.int64)
+    events[::4] = 2 + 60 - 21 + rng.integers(-7, 8, len(events[::4]))
+    events[14::WINDOW_STEPS] = 1  # note-off mid-window, then silence until the next onset
+    return events
+
+
+def midi_bytes(events: np.ndarray, tmp_path: Path, name: str = "m.mid") -> bytes:
+    return write_midi(events, tmp_path / name).read_bytes()
+
+
+# ----- uploads, bars, splicing -----
+
+
+def test_upload_round_trip_pads_and_loops(tmp_path):
+    events = melody_events(4)
+    back, note = read_upload("m.mid", midi_bytes(events, tmp_path), STEPS)
+    assert np.array_equal(back, events) and note == "8 bars"
+    short = melody_events(1)
+    back, note = read_upload("s.mid", midi_bytes(short, tmp_path), STEPS)
+    assert np.array_equal(back, np.tile(short, 4)) and "repeated" in note
+    assert np.array_equal(fit_length(short[:20], 64)[:32], np.r_[short[:20], 1, np.zeros(11, int)])  # rest-padded
+
+
+def test_bad_uploads_are_named_user_errors(tmp_path):
+    with pytest.raises(UserError, match="x.mid: the file is empty"):
+        read_upload("x.mid", b"", STEPS)
+    with pytest.raises(UserError, match="x.txt: not a MIDI file"):
+        read_upload("x.txt", b"hello, not music", STEPS)
+    with pytest.raises(UserError, match="x.mid: not a readable MIDI file"):
+        read_upload("x.mid", b"MThd\x00\x00\x00\x06garbage", STEPS)
+    with pytest.raises(UserError, match="too long.*at most 8 bars"):
+        read_upload("long.mid", midi_bytes(melody_events(5), tmp_path), STEPS)
+    import pretty_midi
+
+    drums = pretty_midi.PrettyMIDI()
+    drums.instruments.append(pretty_midi.Instrument(0, is_drum=True))
+    drums.instruments[0].notes.append(pretty_midi.Note(90, 36, 0.0, 0.5))
+    buffer = io.BytesIO()
+    drums.write(buffer)
+    with pytest.raises(UserError, match="d.mid: no melody"):
+        read_upload("d.mid", buffer.getvalue(), STEPS)
+
+
+def test_bar_ranges_snap_to_whole_frames():
+    assert bars_to_frames(3, 6, 4) == (1, 3)
+    assert bars_to_frames(4, 5, 4) == (1, 3)
+    assert bars_to_frames(1, 1, 4) == (0, 1)
+    assert bars_to_frames(8, 8, 4) == (3, 4)
+    for first, last in ((0, 2), (5, 3), (1, 9)):
+        with pytest.raises(UserError, match=f"bars {first}-{last}"):
+            bars_to_frames(first, last, 4)
+
+
+def test_splice_keeps_the_source_outside_the_new_frames():
+    source, new = melody_events(4), np.stack([melody_events(4, s) for s in (1, 2)])
+    out = splice(source, new, 1, 3)
+    assert np.array_equal(out[:, :32], np.stack([source[:32]] * 2)) and np.array_equal(
+        out[:, 96:], np.stack([source[96:]] * 2)
+    )
+    assert np.array_equal(out[:, 32:96], new[:, 32:96])
+
+
+# ----- interpolation math -----
+
+
+def test_slerp_and_lerp_closed_forms():
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    points = slerp(a, b, torch.tensor([0.0, 0.5, 1.0]))
+    assert torch.allclose(points[0], a) and torch.allclose(points[2], b)
+    assert torch.allclose(points[1], torch.tensor([0.5**0.5, 0.5**0.5]), atol=1e-6)  # on the circle, halfway
+    assert torch.allclose(lerp(a, b, torch.tensor([0.25]))[0], torch.tensor([0.75, 0.25]))
+
+
+def gaussian_oracle(diffusion: GaussianDiffusion, scale: float):
+    """The exact eps of data ~ N(0, scale^2 I): E[eps | x_t] = sqrt(1 - ab) x_t / (ab scale^2 + 1 - ab)."""
+    levels = diffusion.sqrt_alphas_cumprod.double() * 1000.0
+
+    def denoiser(x, cond):
+        t = (levels[None, :] - cond.double()[:, None]).abs().argmin(1)
+        ab = diffusion.alphas_cumprod.double()[t].reshape(-1, *(1,) * (x.ndim - 1))
+        return ((1 - ab).sqrt() * x / (ab * scale**2 + 1 - ab)).to(x.dtype)
+
+    return denoiser
+
+
+def test_ddim_inversion_follows_the_exact_ode_and_comes_back():
+    """For Gaussian data the probability-flow ODE is linear: x_t = x_0 sqrt(ab_t s^2 + 1 - ab_t) / s.
+
+    DDIM is a first-order solver of it: the round trip's error shrinks about as 1 / steps.
+    """
+    diffusion = GaussianDiffusion(linear_betas(1000), time_condition="noise_level")
+    scale, x_start = 0.5, torch.randn(3, 4, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    oracle = gaussian_oracle(diffusion, scale)
+    ab_end = diffusion.alphas_cumprod.double()[-1]
+    exact = x_start * (ab_end * scale**2 + 1 - ab_end).sqrt() / scale
+    error = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
+    for steps, bound in ((200, 0.02), (1000, 0.004)):  # measured 0.0134 and 0.0027
+        noise = ddim_invert(diffusion, oracle, x_start, steps)
+        assert error(noise, exact) < 0.002  # measured 0.0009 and 0.0004
+        assert error(ddim_sample(diffusion, oracle, noise, steps), x_start) < bound
+
+
+# ----- the HTTP API -----
+
+
+@pytest.fixture(scope="module")
+def studio(melody_run):
+    from omegaconf import OmegaConf
+
+    from ddpm.studio.server import load_studio
+
+    _, run = melody_run
+    cfg = OmegaConf.create({"ckpt": str(run / "last.ckpt"), "device": "cpu", "sampler": None})
+    return load_studio(cfg, ROOT / "conf" / "sampler")
+
+
+def test_progress_counts_the_samplers_network_evaluations(studio):
+    seen = []
+    melodies = studio.generate(2, 0, "ddim", 5, 0.0, lambda fraction, stage: seen.append((fraction, stage)))
+    assert melodies.shape == (2, STEPS)
+    steps = [stage for _, stage in seen if "step" in stage]
+    assert steps == [f"DDIMSampler: step {i} of 5" for i in range(1, 6)]
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 0.9
+
+
+def test_a_model_that_is_not_a_melody_model_is_refused(studio):
+    with pytest.raises(UserError, match="needs a melody model"):
+        type(studio)(studio.module, object(), name="digits.ckpt")
+
+
+@pytest.fixture(scope="module")
+def client(studio, tmp_path_factory):
+    from fastapi.testclient import TestClient
+
+    from ddpm.studio.app import create_app
+
+    out = tmp_path_factory.mktemp("studio_out")
+    with TestClient(create_app(studio, out, max_upload_bytes=16 * 1024)) as c:
+        c.out_dir = out
+        yield c
+
+
+def wait(client, response) -> dict:
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job"]
+    for _ in range(600):
+        status = client.get(f"/api/jobs/{job_id}").json()
+        if status["state"] in ("done", "error"):
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish: {status}")
+
+
+def download_events(client, url: str, tmp_path: Path) -> np.ndarray:
+    response = client.get(url)
+    assert response.status_code == 200 and response.content[:4] == b"MThd"
+    path = tmp_path / url.replace("/", "_")
+    path.write_bytes(response.content)
+    return read_midi(path)[0]
+
+
+def upload(client, data: bytes, name: str = "song.mid"):
+    return client.post("/api/melodies", files={"file": (name, data, "audio/midi")})
+
+
+def test_page_and_assets_are_local(client):
+    html = client.get("/")
+    assert html.status_code == 200 and "ddpm-music studio" in html.text
+    assert "://" not in html.text  # no CDN: every asset from this server
+    js, css = client.get("/static/studio.js"), client.get("/static/studio.css")
+    assert js.status_code == css.status_code == 200 and "://" not in css.text
+    assert js.text.count("://") == js.text.count('"http://www.w3.org/2000/svg"') == 1  # the SVG namespace only
+    info = client.get("/api/info").json()
+    assert info["bars"] == 8 and info["frames"] == 4 and info["num_timesteps"] == 10
+    assert {"ancestral", "ddim", "dpmpp_2m"} <= set(info["samplers"]) and info["samplers"]["ddim"]["steps"] == 10
+
+
+def test_generate_writes_midi_and_audio(client, tmp_path):
+    status = wait(client, client.post("/api/generate", json={"n": 3, "seed": 1, "sampler": "ddim", "steps": 5}))
+    assert status["state"] == "done" and status["progress"] == 1.0, status
+    melodies = status["result"]["melodies"]
+    assert len(melodies) == 3 and all(m["bars"] == 8 for m in melodies)
+    events = download_events(client, melodies[0]["midi"], tmp_path)
+    assert len(events) <= STEPS and [n[0] for n in melodies[0]["notes"]]  # notes drawn = notes written
+    wav = client.get(melodies[0]["audio"])
+    rate, audio = wavfile.read(io.BytesIO(wav.content))
+    assert wav.headers["content-type"] == "audio/wav" and len(audio) == 17 * rate  # 8 bars at 120 qpm + 1 s
+    assert not list(client.out_dir.rglob("*.tmp"))  # written atomically: no temporary files left
+
+
+def test_infill_keeps_the_other_bars_of_the_upload(client, tmp_path):
+    events = melody_events(4)
+    source = upload(client, midi_bytes(events, tmp_path))
+    assert source.status_code == 200, source.text
+    body = {"source": source.json()["id"], "first_bar": 3, "last_bar": 6, "k": 3, "seed": 0, "temperature": 1.0}
+    status = wait(client, client.post("/api/infill", json=body))
+    assert status["state"] == "done", status
+    result = status["result"]
+    assert result["new_bars"] == [3, 6] and len(result["melodies"]) == 3
+    variants = [download_events(client, m["midi"], tmp_path) for m in result["melodies"]]
+    for v in variants:
+        assert np.array_equal(v[:32], events[:32]) and np.array_equal(v[96:128], events[96:])
+    assert any(not np.array_equal(v[32:96], events[32:96]) for v in variants)
+
+
+def test_interpolate_both_ways(client, tmp_path):
+    a = upload(client, midi_bytes(melody_events(4, 1), tmp_path, "a.mid"), "a.mid").json()["id"]
+    b = upload(client, midi_bytes(melody_events(4, 2), tmp_path, "b.mid"), "b.mid").json()["id"]
+    body = {"a": a, "b": b, "n": 2, "modes": ["latent", "noise"], "steps": 5}
+    status = wait(client, client.post("/api/interpolate", json=body))
+    assert status["state"] == "done", status
+    rows = status["result"]["rows"]
+    assert [r["mode"] for r in rows] == ["latent", "noise"] and all(len(r["melodies"]) == 4 for r in rows)
+    assert np.array_equal(download_events(client, rows[0]["melodies"][0]["midi"], tmp_path), melody_events(4, 1))
+
+
+def test_eval_tunes_are_offered(client):
+    tunes = client.get("/api/eval").json()
+    assert tunes["message"] is None and len(tunes["tunes"]) > 0
+    picked = client.post("/api/melodies/eval/0")
+    assert picked.status_code == 200 and picked.json()["bars"] == 8 and picked.json()["notes"]
+    assert client.post(f"/api/melodies/eval/{len(tunes['tunes'])}").status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"n": 100}, "n: Input should be less than or equal to 16"),
+        ({"n": 2, "sampler": "euler"}, "sampler='euler'"),
+        ({"n": 2, "sampler": "ddim", "steps": 11}, "steps=11: expected 1 to 10"),
+        ({"n": 2, "temperature": -1}, "temperature"),
+    ],
+)
+def test_bad_settings_answer_400_with_the_field(client, body, message):
+    response = client.post("/api/generate", json=body)
+    assert response.status_code == 400 and message in response.json()["detail"]
+
+
+def test_bad_uploads_and_ranges_answer_400_413_and_the_server_goes_on(client, tmp_path):
+    bad = upload(client, b"not a midi file", "notes.txt")
+    assert bad.status_code == 400 and "notes.txt: not a MIDI file" in bad.json()["detail"]
+    assert "empty" in upload(client, b"").json()["detail"]
+    long = upload(client, midi_bytes(melody_events(6), tmp_path))
+    assert long.status_code == 400 and "too long" in long.json()["detail"]
+    big = upload(client, b"MThd" + bytes(100 * 1024))
+    assert big.status_code == 413 and "limit" in big.json()["detail"]
+    source = upload(client, midi_bytes(melody_events(4), tmp_path)).json()["id"]
+    for first, last in ((7, 3), (0, 2), (1, 9)):
+        response = client.post("/api/infill", json={"source": source, "first_bar": first, "last_bar": last})
+        assert response.status_code == 400 and f"bars {first}-{last}" in response.json()["detail"]
+    unknown = client.post("/api/infill", json={"source": "upload-000000000000", "first_bar": 1, "last_bar": 2})
+    assert unknown.status_code == 400 and "no such melody" in unknown.json()["detail"]
+    assert wait(client, client.post("/api/generate", json={"n": 1}))["state"] == "done"
+
+
+def test_bodies_over_the_limit_are_refused_before_the_app_reads_them(client):
+    """16 KB uploads + 64 KB of envelope: any larger body is refused, declared or streamed (chunked)."""
+    declared = client.post("/api/generate", content=b"{" + b" " * (100 * 1024) + b"}")
+    assert declared.status_code == 413 and "limit of 80 KB" in declared.json()["detail"]
+    streamed = client.post("/api/generate", content=(b" " * 1024 for _ in range(100)))
+    assert streamed.status_code == 413
+    assert client.post("/api/generate", json={"n": 1}).status_code == 202
+
+
+def test_a_failing_job_reports_and_the_next_one_runs(client, studio, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(studio, "generate", broken)
+    status = wait(client, client.post("/api/generate", json={"n": 1}))
+    assert status["state"] == "error" and "boom" in status["error"]
+    monkeypatch.undo()
+    assert wait(client, client.post("/api/generate", json={"n": 1}))["state"] == "done"
+
+
+def test_downloads_only_from_the_output_folder(client, tmp_path):
+    status = wait(client, client.post("/api/generate", json={"n": 1}))
+    folder, name = status["result"]["melodies"][0]["midi"].split("/")[2:]
+    assert client.get(f"/files/{folder}/{name}").status_code == 200
+    outside = client.out_dir.parent / "secret.mid"
+    outside.write_bytes(b"MThd secret")
+    (client.out_dir / folder / "link.mid").symlink_to(outside)
+    for url in (
+        f"/files/{folder}/..%2F..%2Fsecret.mid",
+        f"/files/..%2F{folder}/{name}",
+        "/files/%2e%2e/secret.mid",
+        f"/files/{folder}/%2e%2e%2f%2e%2e%2fsecret.mid",
+        f"/files/{folder}/link.mid",  # a symbolic link out of the folder
+        f"/files/{folder}/.hidden.mid",
+        f"/files/{folder}/{name}.tmp",
+        "/files/generate-000000000000/melody_00.mid",
+    ):
+        response = client.get(url)
+        assert response.status_code == 404 and b"secret" not in response.content, url
+
+
+def test_concurrent_requests_get_their_own_files(client):
+    first = client.post("/api/generate", json={"n": 2, "seed": 1})
+    second = client.post("/api/generate", json={"n": 2, "seed": 2})
+    a, b = wait(client, first)["result"]["melodies"], wait(client, second)["result"]["melodies"]
+    folders = {m["midi"].split("/")[2] for m in a}, {m["midi"].split("/")[2] for m in b}
+    assert len(folders[0]) == len(folders[1]) == 1 and folders[0] != folders[1]
+    again = wait(client, client.post("/api/generate", json={"n": 2, "seed": 1}))["result"]["melodies"]
+    assert [client.get(m["midi"]).content for m in a] == [client.get(m["midi"]).content for m in again]
+
+
+# ----- entry points -----
+
+
+def test_serve_with_a_missing_checkpoint_is_one_line_exit_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "serve.py", f"ckpt={tmp_path / 'none.ckpt'}"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("error: ckpt=") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_export_keeps_sampling_identical_and_drops_training_state(melody_run, tmp_path):
+    from ddpm.export import export_checkpoint
+    from ddpm.sampling import load_checkpoint, restore
+
+    _, run = melody_run
+    summary = export_checkpoint(run / "last.ckpt", tmp_path / "melody.ckpt")
+    exported = torch.load(tmp_path / "melody.ckpt", weights_only=True)
+    assert "optimizer_states" not in exported and "loops" not in exported
+    assert not any(k.startswith("ema.") for k in exported["state_dict"])
+    assert summary["size_bytes"] < 0.4 * summary["source_bytes"]
+    source, _ = restore(load_checkpoint(run / "last.ckpt"), "src")
+    module, datamodule = restore(load_checkpoint(tmp_path / "melody.ckpt"), "dst")
+    assert module.ema is None and datamodule.slice_dims == restore(load_checkpoint(run / "last.ckpt"))[1].slice_dims
+    draw = lambda m: m.sample(2, torch.Generator().manual_seed(0))  # noqa: E731
+    assert torch.equal(draw(source), draw(module))
+
+
+def test_export_cli_errors_are_one_line(tmp_path, capsys):
+    from ddpm.export import main
+
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path / "missing.ckpt"), str(tmp_path / "out.ckpt")])
+    assert e.value.code == 2 and "missing.ckpt" in capsys.readouterr().err
+
+
+def test_export_of_a_main_job_sized_model_fits_20_mb(tmp_path):
+    """The default config's TransformerDDPM on 16 x 54 latents (the main job's): EMA weights only."""
+    from omegaconf import OmegaConf
+
+    from ddpm.export import export_checkpoint
+    from ddpm.training import build_model
+    from tests.helpers import compose_train
+
+    cfg = compose_train([], tmp_path)
+    module = build_model(cfg, type("Data", (), {"sample_shape": (16, 54), "bounded": False})())
+    state = module.state_dict()
+    ckpt = {
+        "epoch": 39,
+        "global_step": 4800,
+        "state_dict": state,
+        "MelodyDataModule": {"data_min": -4.0, "data_max": 4.0, "slice_dims": list(range(54))},
+        "run_config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    torch.save(ckpt, tmp_path / "last.ckpt")
+    summary = export_checkpoint(tmp_path / "last.ckpt", tmp_path / "melody.ckpt")
+    assert summary["size_bytes"] <= 20 * 1024 * 1024 and summary["parameters"] > 3e6
