@@ -1,13 +1,43 @@
 """DiffusionModule: thin Lightning glue around ``GaussianDiffusion`` and a denoiser."""
 
 import copy
+import zlib
 from collections.abc import Callable
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
+from ddpm.checkpoint_io import CheckpointError
 from ddpm.diffusion import GaussianDiffusion
+from ddpm.errors import UserError
+from ddpm.samplers import AncestralSampler, Sampler
+
+
+class NonFiniteLossError(UserError):
+    """Training produced a NaN/Inf loss or gradient; the update was not applied."""
+
+
+def step_seed(seed: int, *keys: int) -> int:
+    """A 63-bit seed mixed from ``seed`` and ``keys`` (rank, epoch, batch), well spread by SeedSequence."""
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def record_noise(x: Tensor, num_timesteps: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Steps [B] and noise [B, *S] for each record, drawn from a seed made of the record's own bytes.
+
+    Validation with these does not depend on batch size, order or how the records are split over
+    devices, so ``val/loss`` on 2 processes equals ``val/loss`` on 1.
+    """
+    rows = x.detach().to("cpu", torch.float32).contiguous()
+    steps, noise = [], []
+    for row in rows:
+        generator = torch.Generator().manual_seed(step_seed(seed, zlib.crc32(row.numpy().tobytes())))
+        steps.append(torch.randint(0, num_timesteps, (1,), generator=generator))
+        noise.append(torch.randn(row.shape, generator=generator))
+    return torch.cat(steps).to(x.device), torch.stack(noise).to(x.device, x.dtype)
 
 
 class DiffusionModule(L.LightningModule):
@@ -20,6 +50,9 @@ class DiffusionModule(L.LightningModule):
         scheduler: optional partial LR scheduler, stepped every optimizer step.
         ema_decay: decay of the exponential moving average of the weights used for validation
             and sampling (Ho et al. use 0.9999); ``None`` samples with the raw weights.
+        seed: seed of the training steps and noise: batch ``b`` of epoch ``e`` on rank ``r`` draws
+            from ``step_seed(seed, r, e, b)``, so ranks differ, resumed runs repeat, and nothing
+            depends on what else used the global RNG before training.
     """
 
     def __init__(
@@ -29,6 +62,7 @@ class DiffusionModule(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         ema_decay: float | None = 0.999,
+        seed: int = 0,
     ):
         super().__init__()
         self.denoiser = denoiser
@@ -37,21 +71,59 @@ class DiffusionModule(L.LightningModule):
         self.scheduler = scheduler
         self.ema_decay = ema_decay
         self.ema = copy.deepcopy(denoiser).requires_grad_(False) if ema_decay is not None else None
+        self.seed = seed
+        # Sums and counts over all ranks, so each eval record weighs once; NaN is kept, not skipped.
+        self.val_loss = MeanMetric(nan_strategy="disable")
+        self._train_loss: Tensor | None = None
 
     @property
     def sampling_denoiser(self) -> nn.Module:
         return self.ema if self.ema is not None else self.denoiser
 
+    def training_generator(self, batch_idx: int) -> torch.Generator:
+        """The generator of this batch's steps and noise, on this rank (see ``seed``)."""
+        seed = step_seed(self.seed, self.global_rank, self.current_epoch, batch_idx)
+        return torch.Generator(self.device).manual_seed(seed)
+
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        loss = self.diffusion.loss(self.denoiser, batch).mean()
+        generator = self.training_generator(batch_idx)
+        loss = self.diffusion.loss(self.denoiser, batch, generator=generator).mean()
+        self._train_loss = loss.detach()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch.shape[0])
         return loss
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Gradients are already summed over ranks here, so every rank stops at the same step, before
+        # the update: the weights (and every checkpoint written so far) stay finite.
+        grads = [p.grad for p in self.denoiser.parameters() if p.grad is not None]
+        if not grads or self.trainer.precision == "16-mixed":  # fp16's scaler skips inf steps itself
+            return
+        if not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
+            loss = float(self._train_loss) if self._train_loss is not None else float("nan")
+            raise NonFiniteLossError(
+                f"non-finite training loss or gradients at epoch {self.current_epoch}, step {self.global_step} "
+                f"(train/loss={loss:.4g}): training stopped before the update. Lower module.optimizer.lr, "
+                f"or check the data for NaN/Inf values"
+            )
+
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
-        # Same steps and noise for a batch every epoch, so val/loss moves only with the weights.
-        generator = torch.Generator(self.device).manual_seed(batch_idx)
-        loss = self.diffusion.loss(self.sampling_denoiser, batch, generator=generator).mean()
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch.shape[0])
+        # Steps and noise follow from each record's values: the same every epoch, so val/loss moves
+        # only with the weights, and independent of batching and of the number of devices.
+        t, noise = record_noise(batch, self.diffusion.num_timesteps, self.seed)
+        generator = torch.Generator(self.device).manual_seed(batch_idx)  # only for continuous noise levels
+        loss = self.diffusion.loss(self.sampling_denoiser, batch, t=t, noise=noise, generator=generator)
+        self.val_loss.update(loss)
+        self.log("val/loss", self.val_loss, prog_bar=True)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Resuming with another model's checkpoint: one line naming the first mismatch, not a traceback.
+        own, theirs = self.state_dict(), checkpoint.get("state_dict") or {}
+        for key in sorted(set(own) | set(theirs)):
+            if key not in own or key not in theirs or tuple(own[key].shape) != tuple(theirs[key].shape):
+                raise CheckpointError(
+                    f"the checkpoint's weights do not fit this model (first difference: {key}); resume with the "
+                    f"config the run was trained with"
+                )
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.ema is None:
@@ -78,8 +150,14 @@ class DiffusionModule(L.LightningModule):
         batch_size: int = 256,
         known: Tensor | None = None,
         mask: Tensor | None = None,
+        sampler: Sampler | None = None,
     ) -> Tensor:
-        """Draw ``n`` samples [n, *S] in model space with the sampling (EMA) weights, in batches."""
+        """Draw ``n`` samples [n, *S] in model space with the sampling (EMA) weights, in batches.
+
+        ``sampler`` (``ddpm.samplers``) defaults to ancestral sampling over all T steps; ``known``
+        and ``mask`` ([n, *S], mask 1 = keep) infill.
+        """
+        sampler = sampler if sampler is not None else AncestralSampler()
         was_training = self.training
         self.eval()
         shape = tuple(self.denoiser.sample_shape)
@@ -88,6 +166,7 @@ class DiffusionModule(L.LightningModule):
             b = min(batch_size, n - start)
             k = known[start : start + b].to(self.device) if known is not None else None
             m = mask[start : start + b].to(self.device) if mask is not None else None
-            chunks.append(self.diffusion.sample(self.sampling_denoiser, (b, *shape), generator, self.device, k, m))
+            net = self.sampling_denoiser
+            chunks.append(sampler.sample(self.diffusion, net, (b, *shape), generator, self.device, k, m))
         self.train(was_training)
         return torch.cat(chunks)

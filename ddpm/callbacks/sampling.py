@@ -9,6 +9,8 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from ddpm.samplers import Sampler
+
 log = logging.getLogger(__name__)
 
 
@@ -17,14 +19,18 @@ class SampleCallback(L.Callback):
 
     Files go to ``dirpath/epoch_XXX.*`` through the DataModule's ``write_samples``, and to
     ``dirpath/final.*`` when training ends (by epochs, early stopping or time limit); the samples
-    are also logged to TensorBoard when that logger is active.
+    are also logged to TensorBoard when that logger is active. ``sampler`` (``ddpm.samplers``, the
+    ``sampler`` config group) defaults to ancestral sampling over all T steps.
     """
 
-    def __init__(self, dirpath: str, every_n_epochs: int = 1, n: int = 16, seed: int = 0):
+    def __init__(
+        self, dirpath: str, every_n_epochs: int = 1, n: int = 16, seed: int = 0, sampler: Sampler | None = None
+    ):
         self.dirpath = Path(dirpath)
         self.every_n_epochs = every_n_epochs
         self.n = n
         self.seed = seed
+        self.sampler = sampler
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -37,7 +43,7 @@ class SampleCallback(L.Callback):
 
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
         start = time.perf_counter()
-        samples = pl_module.sample(self.n, torch.Generator().manual_seed(self.seed))
+        samples = pl_module.sample(self.n, torch.Generator().manual_seed(self.seed), sampler=self.sampler)
         seconds = time.perf_counter() - start
         datamodule = trainer.datamodule
         datamodule.write_samples(samples, self.dirpath, name)

@@ -1,0 +1,402 @@
+"""Samplers against diffusers' schedulers, against ancestral sampling, and on Gaussian data with the exact predictor."""
+
+import math
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from ddpm.diffusion import GaussianDiffusion
+from ddpm.module import DiffusionModule
+from ddpm.samplers import AncestralSampler, DDIMSampler, DPMSolverPP2MSampler, repaint_schedule
+from ddpm.schedules import linear_betas
+from tests.helpers import CONF, compose_train
+
+
+def conditions() -> list[str]:
+    """Every ``time_condition`` of this ``GaussianDiffusion``: the step and the noise level(s)."""
+    names = ["step", "noise_level"]
+    try:  # WaveGrad's continuous level, where the diffusion offers it: sampled at sqrt(ab_t) too
+        GaussianDiffusion(linear_betas(2), time_condition="continuous_noise_level")
+    except ValueError:
+        return names
+    return [*names, "continuous_noise_level"]
+
+
+CONDITIONS = conditions()
+
+
+def betas(timesteps: int) -> torch.Tensor:
+    """Ho et al.'s linear betas rescaled to ``timesteps`` steps (x_T is noise for any T), as improved-diffusion."""
+    return linear_betas(timesteps, 0.1 / timesteps, 20 / timesteps)
+
+
+def step_of(diffusion: GaussianDiffusion, cond: torch.Tensor) -> torch.Tensor:
+    """The integer step whose conditioning is ``cond`` (works for every ``time_condition``): [B]."""
+    table = diffusion.model_condition(torch.arange(diffusion.num_timesteps))
+    if bool((cond == cond[0]).all()):  # every sampler asks for one step per call: skip the sort
+        levels, index = cond[:1], torch.zeros_like(cond, dtype=torch.long)
+    else:
+        levels, index = cond.unique(return_inverse=True)
+    return (levels[:, None] - table[None]).abs().argmin(1)[index]
+
+
+def gaussian_oracle(diffusion: GaussianDiffusion, mean: float, std: float, error: float = 0.0):
+    """The exact eps-predictor for data N(mean, std^2) per coordinate, plus ``error`` * tanh(2 x).
+
+    x_t ~ N(sqrt(ab) mean, ab std^2 + 1 - ab), so E[eps | x_t] = sqrt(1 - ab) (x_t - sqrt(ab) mean) / var.
+    """
+
+    def denoiser(x, cond):
+        ab = diffusion.alphas_cumprod.double()[step_of(diffusion, cond)].reshape(-1, *[1] * (x.ndim - 1))
+        eps = (1 - ab).sqrt() * (x - ab.sqrt() * mean) / (ab * std**2 + 1 - ab)
+        return (eps + error * torch.tanh(2 * x)).to(x.dtype)
+
+    return denoiser
+
+
+def trajectory(sampler, diffusion, denoiser, shape, seed=0, **infill):
+    return list(sampler.sample_progressive(diffusion, denoiser, shape, torch.Generator().manual_seed(seed), **infill))
+
+
+# ----- reference: diffusers -----
+@pytest.mark.parametrize("clip", [False, True])
+@pytest.mark.parametrize("condition", CONDITIONS)
+@pytest.mark.parametrize("spacing, diffusers_spacing", [("uniform", "leading"), ("trailing", "trailing")])
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_ddim_matches_diffusers(eta, spacing, diffusers_spacing, condition, clip):
+    diffusers = pytest.importorskip("diffusers")
+    d = GaussianDiffusion(linear_betas(1000), time_condition=condition, clip_x_start=clip)
+    net = gaussian_oracle(d, 0.3, 0.5 if not clip else 1.5, error=0.05)  # std 1.5: x_0 leaves [-1, 1]
+    shape = (4, 3, 5)
+    ours = trajectory(DDIMSampler(20, eta, spacing), d, net, shape)
+    scheduler = diffusers.DDIMScheduler(
+        num_train_timesteps=1000,
+        trained_betas=d.betas.numpy(),
+        clip_sample=clip,
+        timestep_spacing=diffusers_spacing,
+        steps_offset=0,
+        set_alpha_to_one=True,
+    )
+    scheduler.alphas_cumprod = d.alphas_cumprod.clone()  # the same float32 alpha_bar as ours
+    scheduler.set_timesteps(20)
+    assert [t for t, _ in ours[:-1]] == scheduler.timesteps.tolist()
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=generator)  # same draws in the same order as ours
+    for (_, x_ours), t in zip(ours, scheduler.timesteps.tolist()):
+        assert torch.allclose(x_ours, x, atol=1e-5, rtol=0)
+        eps = net(x, d.model_condition(torch.full((shape[0],), t)))
+        x = scheduler.step(eps, t, x, eta=eta, generator=generator, use_clipped_model_output=True).prev_sample
+    assert torch.allclose(ours[-1][1], x, atol=1e-5, rtol=0)
+    if clip:  # clipping was exercised: without it the result differs
+        unclipped = GaussianDiffusion(linear_betas(1000), time_condition=condition)
+        assert not torch.allclose(DDIMSampler(20, eta, spacing).sample(unclipped, net, shape, seed_gen()), x, atol=1e-3)
+
+
+def seed_gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("clip", [False, True])
+@pytest.mark.parametrize("condition", CONDITIONS)
+@pytest.mark.parametrize("steps", [5, 10, 25])
+def test_dpmpp_2m_matches_diffusers(steps, condition, clip):
+    diffusers = pytest.importorskip("diffusers")
+    d = GaussianDiffusion(linear_betas(1000), time_condition=condition, clip_x_start=clip)
+    net = gaussian_oracle(d, 0.3, 0.5 if not clip else 1.5, error=0.05)
+    shape = (4, 3, 5)
+    ours = trajectory(DPMSolverPP2MSampler(steps), d, net, shape)
+    scheduler = diffusers.DPMSolverMultistepScheduler(
+        num_train_timesteps=1000,
+        trained_betas=d.betas.numpy(),
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        solver_type="midpoint",
+        lower_order_final=True,
+        thresholding=clip,  # with sample_max_value 1 the dynamic threshold is clipping to [-1, 1]
+        sample_max_value=1.0,
+    )
+    scheduler.alphas_cumprod = d.alphas_cumprod.clone()
+    scheduler.set_timesteps(steps)
+    assert [t for t, _ in ours[:-1]] == scheduler.timesteps.tolist()
+    x = torch.randn(shape, generator=seed_gen())
+    for (_, x_ours), t in zip(ours, scheduler.timesteps):
+        assert torch.allclose(x_ours, x, atol=1e-5, rtol=0)
+        x = scheduler.step(net(x, d.model_condition(torch.full((shape[0],), int(t)))), t, x).prev_sample
+    assert torch.allclose(ours[-1][1], x, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 7, 10, 20, 33, 50, 100, 250, 333, 999])
+def test_timesteps_match_diffusers(steps):
+    diffusers = pytest.importorskip("diffusers")
+    ddim = diffusers.DDIMScheduler(num_train_timesteps=1000, steps_offset=0)
+    dpm = diffusers.DPMSolverMultistepScheduler(num_train_timesteps=1000)
+    for spacing, theirs in [("uniform", "leading"), ("trailing", "trailing")]:
+        ddim.register_to_config(timestep_spacing=theirs)
+        ddim.set_timesteps(steps)
+        assert DDIMSampler(steps, spacing=spacing).timesteps(1000) == ddim.timesteps.tolist()
+    dpm.set_timesteps(steps)
+    assert DPMSolverPP2MSampler(steps).timesteps(1000) == dpm.timesteps.tolist()
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [DDIMSampler(s, spacing=p) for s in (1, 2, 20, 999, 1000) for p in ("uniform", "quadratic", "trailing")]
+    + [DPMSolverPP2MSampler(s) for s in (1, 20, 999, 1000)],
+    ids=repr,
+)
+def test_timesteps_are_distinct_decreasing_and_as_many_as_steps(sampler):
+    ts = sampler.timesteps(1000)
+    assert len(ts) == sampler.steps and all(a > b for a, b in zip(ts, ts[1:])) and 0 <= ts[-1] and ts[0] <= 999
+
+
+def test_quadratic_spacing_is_the_ddim_papers():
+    # int((i sqrt(0.8 T) / (S - 1))^2): T = 1000, S = 5 -> 0, 50, 200, 450, 800 (all distinct, unchanged)
+    assert DDIMSampler(5, spacing="quadratic").timesteps(1000) == [800, 450, 200, 50, 0]
+
+
+# ----- ancestral sampling -----
+@pytest.mark.parametrize("clip", [False, True])
+@pytest.mark.parametrize("condition", CONDITIONS)
+def test_ancestral_is_gaussian_diffusion_sample_draw_for_draw(condition, clip):
+    d = GaussianDiffusion(betas(30), time_condition=condition, clip_x_start=clip)
+    net = gaussian_oracle(d, 0.3, 1.5, error=0.1)
+    known, mask = torch.randn(3, 6, 2), (torch.arange(6) < 2).float()[None, :, None].expand(3, 6, 2)
+    for infill in ({}, {"known": known, "mask": mask}):
+        ours = trajectory(AncestralSampler(), d, net, (3, 6, 2), seed=5, **infill)
+        legacy = list(d.sample_progressive(net, (3, 6, 2), seed_gen(5), **infill))
+        assert [t for t, _ in ours] == [t for t, _ in legacy] == list(range(29, -2, -1))
+        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(ours, legacy))
+
+
+@pytest.mark.parametrize("condition", CONDITIONS)
+def test_ddim_every_step_eta1_is_ancestral(condition):
+    """sigma(eta = 1)^2 of eq. (16) is beta tilde and the means agree: the same path for the same draws."""
+    for clip in (False, True):
+        d = GaussianDiffusion(betas(100), time_condition=condition, clip_x_start=clip)
+        net = gaussian_oracle(d, 0.3, 1.5, error=0.1)
+        ddim = DDIMSampler(100, eta=1.0).sample(d, net, (64, 3), seed_gen(1))
+        ancestral = AncestralSampler().sample(d, net, (64, 3), seed_gen(1))
+        assert torch.allclose(ddim, ancestral, atol=1e-4)
+
+
+def test_ddim_every_step_eta1_has_the_moments_of_ancestral():
+    """Both against the exact moments of the ancestral chain, propagated in float64.
+
+    With the exact predictor on N(0.3, 0.5^2) an ancestral step is affine plus noise, x_{t-1} = a x_t
+    + b + sigma z, so mean and variance follow m <- a m + b, v <- a^2 v + sigma^2 from m = 0, v = 1.
+    (At T = 100 they end at 0.2995 and 0.468^2, not at the data: the chain's own discretization.)
+    """
+    d = GaussianDiffusion(betas(100))
+    net = gaussian_oracle(d, 0.3, 0.5)
+    d64 = GaussianDiffusion(betas(100)).double()
+    m, v = torch.zeros(1, 1, dtype=torch.float64), 1.0
+    for t in reversed(range(100)):
+        steps = torch.tensor([t])
+        b = d64.p_mean_std(net, torch.zeros_like(m), steps)[0]
+        a = d64.p_mean_std(net, torch.ones_like(m), steps)[0] - b
+        m, v = a * m + b, a.square() * v + d64.sampling_std[t] ** 2
+    mean, std = m.item(), v.sqrt().item()
+    n = 20_000  # standard errors: 0.0033 (mean), 0.0024 (std)
+    ddim = DDIMSampler(100, eta=1.0).sample(d, net, (n, 1), seed_gen(2))
+    ancestral = AncestralSampler().sample(d, net, (n, 1), seed_gen(3))
+    for x in (ddim, ancestral):
+        assert x.mean().item() == pytest.approx(mean, abs=0.013) and x.std().item() == pytest.approx(std, abs=0.01)
+
+
+# ----- Gaussian data, the exact predictor -----
+@pytest.mark.parametrize("spacing", ["uniform", "trailing"])
+def test_ddim_20_steps_on_unit_gaussian_matches_its_closed_form(spacing):
+    """Data N(mu, 1): x_t - sqrt(ab_t) mu shrinks by sqrt(ab_p ab_t) + sqrt((1 - ab_p)(1 - ab_t)) per step.
+
+    So x_0 = mu + C (x_T - sqrt(ab_T') mu) with C the product over the steps (T' the first step):
+    mean mu (1 - C sqrt(ab_T')), std C. That is DDIM's first-order error, 0.91 at 20 steps.
+    """
+    d = GaussianDiffusion(linear_betas(1000))
+    mu = 0.5
+    sampler = DDIMSampler(20, spacing=spacing)
+    ab = d.alphas_cumprod.double().tolist() + [1.0]
+    ts = sampler.timesteps(1000)
+    c = math.prod(math.sqrt(ab[p] * ab[t]) + math.sqrt((1 - ab[p]) * (1 - ab[t])) for t, p in zip(ts, ts[1:] + [-1]))
+    x = sampler.sample(d, gaussian_oracle(d, mu, 1.0), (100_000, 1), seed_gen(4))
+    assert x.mean().item() == pytest.approx(mu * (1 - c * math.sqrt(ab[ts[0]])), abs=0.01)
+    assert x.std().item() == pytest.approx(c, abs=0.006)
+    # and it lands on the data: mean within 0.01, std within 10% (9% measured)
+    assert x.mean().item() == pytest.approx(mu, abs=0.01) and x.std().item() == pytest.approx(1.0, rel=0.1)
+
+
+@pytest.mark.parametrize(
+    "sampler, std_tolerance",
+    [(DDIMSampler(20, spacing="trailing"), 0.15), (DDIMSampler(50), 0.06), (DPMSolverPP2MSampler(20), 0.05)],
+    ids=repr,
+)
+def test_few_steps_land_on_gaussian_data(sampler, std_tolerance):
+    """Data N(0.3, 0.5^2); measured std 0.432 (DDIM 20 trailing), 0.472 (DDIM 50), 0.477 (DPM++ 20)."""
+    d = GaussianDiffusion(linear_betas(1000))
+    x = sampler.sample(d, gaussian_oracle(d, 0.3, 0.5), (50_000, 1), seed_gen(5))
+    assert x.mean().item() == pytest.approx(0.3, abs=0.005)
+    assert x.std().item() == pytest.approx(0.5, rel=std_tolerance)
+
+
+# ----- infilling -----
+SAMPLERS = [AncestralSampler(), AncestralSampler(3, 4), DDIMSampler(10), DDIMSampler(10, 1.0, "trailing")]
+SAMPLERS += [DPMSolverPP2MSampler(8)]
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS, ids=repr)
+def test_infilling_replaces_kept_region_by_forward_noise_at_each_step(sampler):
+    d = GaussianDiffusion(betas(40))
+    n = 4000
+    known = torch.randn(n, 4)
+    mask = torch.tensor([1.0, 1.0, 0.0, 0.0]).expand(n, 4)
+    steps = trajectory(sampler, d, gaussian_oracle(d, 0.0, 1.0), (n, 4), known=known, mask=mask)
+    assert [t for t, _ in steps[:-1]] == sampler.timesteps(40)
+    for t, x in steps[:-1]:  # kept coordinates ~ q(x_t | known): standardized, N(0, 1)
+        ab = d.alphas_cumprod[t]
+        z = (x[:, :2] - ab.sqrt() * known[:, :2]) / (1 - ab).sqrt()
+        assert abs(z.mean().item()) < 0.04 and z.std().item() == pytest.approx(1.0, abs=0.04)
+    final = steps[-1][1]
+    assert torch.equal(final[:, :2], known[:, :2]) and not torch.allclose(final[:, 2:], known[:, 2:])
+
+
+def correlated_oracle(diffusion: GaussianDiffusion, rho: float):
+    """Exact eps-predictor for 2-D data N(0, [[1, rho], [rho, 1]]): sqrt(1 - ab) S^-1 x_t, S = ab C + (1 - ab) I."""
+
+    def denoiser(x, cond):
+        ab = diffusion.alphas_cumprod[step_of(diffusion, cond)][:, None]
+        a, b = ab + (1 - ab), ab * rho  # S = [[a, b], [b, a]]
+        inverse = torch.stack([a * x[:, 0:1] - b * x[:, 1:2], a * x[:, 1:2] - b * x[:, 0:1]], 1).squeeze(-1)
+        return (1 - ab).sqrt() * inverse / (a * a - b * b)
+
+    return denoiser
+
+
+def test_repaint_keeps_kept_frames_and_approaches_the_true_conditional():
+    """Keep x_0 = 1 of N(0, [[1, .9], [.9, 1]]); x_1 | x_0 is N(0.9, 0.19). Replacement alone misses it."""
+    d = GaussianDiffusion(betas(50))
+    n = 2000
+    known, mask = torch.tensor([1.0, 0.0]).expand(n, 2), torch.tensor([1.0, 0.0]).expand(n, 2)
+    net = correlated_oracle(d, 0.9)
+    plain = AncestralSampler().sample(d, net, (n, 2), seed_gen(6), known=known, mask=mask)
+    repaint = AncestralSampler(resample=5, jump=5).sample(d, net, (n, 2), seed_gen(6), known=known, mask=mask)
+    assert torch.equal(plain[:, 0], known[:, 0]) and torch.equal(repaint[:, 0], known[:, 0])
+    assert abs(plain[:, 1].mean().item() - 0.9) > 0.25  # 0.60 measured, variance 0.27
+    assert repaint[:, 1].mean().item() == pytest.approx(0.9, abs=0.1)  # 0.835 measured
+    assert repaint[:, 1].var().item() == pytest.approx(0.19, abs=0.04)  # 0.166 measured
+
+
+@pytest.mark.parametrize("jump", [1, 3, 10])
+def test_repaint_with_resample_1_is_plain_replacement(jump):
+    d = GaussianDiffusion(betas(30))
+    known, mask = torch.randn(3, 5), (torch.arange(5) < 2).float().expand(3, 5)
+    net = gaussian_oracle(d, 0.0, 1.0, error=0.1)
+    ours = AncestralSampler(resample=1, jump=jump).sample(d, net, (3, 5), seed_gen(7), known=known, mask=mask)
+    assert torch.equal(ours, d.sample(net, (3, 5), seed_gen(7), known=known, mask=mask))
+
+
+@pytest.mark.parametrize("jump, resample", [(1, 1), (10, 10), (5, 3), (3, 5)])
+def test_repaint_schedule_is_diffusers(jump, resample):
+    diffusers = pytest.importorskip("diffusers")
+    scheduler = diffusers.RePaintScheduler(num_train_timesteps=50)
+    scheduler.set_timesteps(50, jump_length=jump, jump_n_sample=resample)
+    assert repaint_schedule(50, jump, resample) == scheduler.timesteps.tolist()
+    evaluations = 50 + (resample - 1) * jump * len(range(0, 50 - jump, jump))
+    assert AncestralSampler(resample, jump).evaluations(GaussianDiffusion(betas(50))) == evaluations
+
+
+# ----- settings and wiring -----
+def test_bad_settings_are_value_errors():
+    d = GaussianDiffusion(linear_betas(10))
+    for make in (
+        lambda: DDIMSampler(5, spacing="linear"),
+        lambda: DDIMSampler(0),
+        lambda: DDIMSampler(5, eta=-1),
+        lambda: DDIMSampler(11).evaluations(d),
+        lambda: DPMSolverPP2MSampler(11).evaluations(d),
+        lambda: AncestralSampler(resample=0),
+    ):
+        with pytest.raises(ValueError):
+            make()
+    with pytest.raises(ValueError, match="known"):
+        DDIMSampler(5).sample(d, lambda x, c: x, (1, 2), known=torch.zeros(1, 2))
+
+
+@pytest.mark.parametrize("name, cls", [("ancestral", AncestralSampler), ("ddim", DDIMSampler)])
+def test_sampler_group_in_sample_and_train_configs(name, cls, tmp_path):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose("sample", overrides=["ckpt=x", f"sampler={name}"])
+    assert isinstance(instantiate(cfg.sampler), cls)
+    steps = ["sampler.steps=7"] if name == "ddim" else []
+    callback = instantiate(compose_train(["experiment=digits", f"sampler={name}", *steps], tmp_path).callbacks.samples)
+    assert isinstance(callback.sampler, cls) and (name != "ddim" or callback.sampler.steps == 7)
+
+
+def test_default_samplers_are_ancestral_and_dpmpp_config_builds(tmp_path):
+    assert isinstance(instantiate(compose_train([], tmp_path).callbacks.samples).sampler, AncestralSampler)
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        sample_cfg = compose("sample", overrides=["ckpt=x"])
+        dpm = instantiate(compose("sample", overrides=["ckpt=x", "sampler=dpmpp_2m"]).sampler)
+    assert isinstance(instantiate(sample_cfg.sampler), AncestralSampler)
+    assert isinstance(dpm, DPMSolverPP2MSampler) and dpm.steps == 20
+
+
+def test_module_sample_uses_the_sampler():
+    class Net(torch.nn.Module):
+        sample_shape = (3,)
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor(0.5))
+
+        def forward(self, x, t):
+            return self.w * x
+
+    module = DiffusionModule(Net(), GaussianDiffusion(linear_betas(20)), ema_decay=None)
+    default = module.sample(5, seed_gen(8))
+    assert torch.equal(default, module.diffusion.sample(module.denoiser, (5, 3), seed_gen(8)))
+    ddim = DDIMSampler(4)
+    x = module.sample(2, seed_gen(8), sampler=ddim)
+    assert torch.equal(x, ddim.sample(module.diffusion, module.denoiser, (2, 3), seed_gen(8)))
+
+
+def test_sample_callback_draws_with_its_sampler(tmp_path):
+    from ddpm.callbacks.sampling import SampleCallback
+
+    calls = []
+
+    class Module:
+        def sample(self, n, generator, sampler=None):
+            calls.append(sampler)
+            return torch.zeros(n, 2)
+
+    class Trainer:
+        datamodule = type("DM", (), {"write_samples": lambda self, x, d, name: {}})()
+        loggers = []
+
+    ddim = DDIMSampler(3)
+    SampleCallback(str(tmp_path), n=2, sampler=ddim).draw(Trainer(), Module(), "final")
+    assert calls == [ddim]
+
+
+def test_sample_py_uses_and_records_the_sampler(melody_run, tmp_path):
+    """``sample(cfg)`` with sampler=ddim (and infilling with dpmpp_2m): the record names it; bad steps: ConfigError."""
+    import json
+
+    from ddpm.errors import ConfigError
+    from ddpm.sampling import sample
+
+    ckpt = melody_run[1] / "last.ckpt"
+
+    def cfg(*overrides):
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+            return compose("sample", overrides=[f"ckpt={ckpt}", "n=2", f"out_dir={tmp_path}", *overrides])
+
+    files = sample(cfg("sampler=ddim", "sampler.steps=3", "sampler.spacing=trailing"))
+    record = json.loads(files["record"].read_text())
+    assert record["sampler"] == {"_target_": "ddpm.samplers.DDIMSampler", "steps": 3, "eta": 0.0, "spacing": "trailing"}
+    assert record["network_evaluations"] == 3
+    record = json.loads(sample(cfg("sampler=dpmpp_2m", "sampler.steps=4", "infill=[1,3]"))["record"].read_text())
+    assert record["sampler"]["steps"] == 4 and record["infill"] == [1, 3]
+    with pytest.raises(ConfigError, match="steps must be in"):
+        sample(cfg("sampler=ddim", "sampler.steps=100000"))
