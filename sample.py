@@ -5,19 +5,18 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ddpm.sampling import CheckpointError, sample
+from ddpm.config_check import check_overrides
+from ddpm.errors import run_or_exit
+from ddpm.sampling import sample
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")
 def main(cfg: DictConfig) -> None:
-    try:
-        files = sample(cfg)
-    except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    files = run_or_exit(lambda: sample(cfg))
     for kind, path in files.items():
         print(f"{kind}: {path}")
 
 
 if __name__ == "__main__":
+    run_or_exit(lambda: check_overrides("sample", sys.argv[1:]))
     main()

@@ -1,6 +1,11 @@
-"""Atomic checkpoint writes: a crash mid-save never leaves a truncated ``.ckpt`` behind."""
+"""Checkpoint files: atomic writes (a crash mid-save never leaves a truncated ``.ckpt``) and safe reads
+(loading never runs code from the file: tensors, numbers, strings and containers only, and config
+``_target_``s only from this project's model, data and optimizer classes)."""
 
+import importlib
+import inspect
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -8,24 +13,107 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from ddpm.errors import UserError
+
+# What a checkpoint's config may build: classes from these modules, functions only from SAFE_FUNCTIONS.
+SAFE_TARGETS = (
+    "ddpm.data.",
+    "ddpm.denoisers.",
+    "ddpm.diffusion.",
+    "ddpm.schedules.",
+    "ddpm.module.",
+    "ddpm.samplers.",
+    "ddpm.callbacks.",
+    "ddpm.checkpoint_io.",
+    "ddpm.music.musicvae.",
+    "ddpm.music.vae_module.",
+    "torch.optim.",
+    "lightning.Trainer",
+    "lightning.pytorch.callbacks.",
+    "lightning.pytorch.loggers.",
+)
+SAFE_FUNCTIONS = ("ddpm.schedules.",)  # pure functions of numbers (beta schedules)
+
+
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint that is missing, unreadable, unsafe or does not fit its config."""
+
+
+def read_checkpoint(path: str | Path, what: str = "checkpoint") -> Any:
+    """``torch.load`` with ``weights_only=True``; every failure becomes a one-line ``CheckpointError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file; all mean the same here
+        found = re.search(r"GLOBAL (\S+)", str(e))
+        if found:
+            raise CheckpointError(
+                f"{path}: refused to load this {what}: unpickling it would call {found.group(1)}, which a file "
+                f"written by this project never does; nothing from it was run"
+            ) from None
+        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise CheckpointError(f"{path} is not a readable {what} (truncated or not a PyTorch file?): {first}") from None
+
+
+def check_targets(config: Any, path: str | Path, key: str = "") -> None:
+    """Every ``_target_`` in ``config`` (a plain dict) names a class (or beta schedule) of this project,
+    torch.optim or Lightning: a config from a file must not call arbitrary functions when built."""
+    if isinstance(config, list):
+        for i, item in enumerate(config):
+            check_targets(item, path, f"{key}[{i}]")
+        return
+    if not isinstance(config, dict):
+        return
+    target = config.get("_target_")
+    if target is not None and not _safe_target(target):
+        raise CheckpointError(
+            f"{path}: refused: its config builds {key or 'the model'} with _target_={target!r}, which is not a "
+            f"class of this project, torch.optim or Lightning"
+        )
+    for name, value in config.items():
+        check_targets(value, path, f"{key}.{name}" if key else str(name))
+
+
+def _safe_target(target: Any) -> bool:
+    if not isinstance(target, str) or not target.startswith(SAFE_TARGETS):
+        return False
+    module_name, _, attr = target.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError):
+        return False
+    return inspect.isclass(obj) or (inspect.isfunction(obj) and target.startswith(SAFE_FUNCTIONS))
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace`` onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual file mode
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Save to a temporary file in the same directory, fsync, then ``os.replace`` onto the target."""
+    """Lightning's checkpoint I/O with ``atomic_save`` for writes and ``read_checkpoint`` for reads."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual file mode
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_save(checkpoint, path)
+
+    def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None):
+        """Resume reads like ``sample.py``: never unpickles code (``weights_only`` is always on)."""
+        return read_checkpoint(path)
 
 
 def _umask() -> int:

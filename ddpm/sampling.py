@@ -2,71 +2,148 @@
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from ddpm.checkpoint_io import CheckpointError, check_targets, read_checkpoint
+from ddpm.errors import ConfigError, MissingFileError, UserError
 from ddpm.training import build_model
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, unreadable or does not fit its config."""
+__all__ = ["CheckpointError", "infill_inputs", "load_checkpoint", "restore", "sample"]
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Read a training checkpoint and check that it carries what ``sample.py`` needs."""
+    """Read a training checkpoint without running code from it, and check it carries what ``sample.py`` needs."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path} (expected a .ckpt written by train.py)")
-    try:
-        # Our own checkpoints hold Lightning loop state alongside the weights; they are the user's files.
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {e}") from e
-    missing = [k for k in ("state_dict", "run_config") if k not in ckpt]
+    ckpt = read_checkpoint(path)
+    missing = [k for k in ("state_dict", "run_config") if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise CheckpointError(f"{path} lacks {missing}: it was not written by this project's train.py")
+    if not isinstance(ckpt["run_config"], dict) or not isinstance(ckpt["state_dict"], dict):
+        raise CheckpointError(f"{path}: run_config and state_dict must be mappings: it was not written by train.py")
+    check_targets(ckpt["run_config"], path)
     return ckpt
 
 
 def restore(ckpt: dict, path: str | Path = "<checkpoint>"):
     """(module, datamodule) rebuilt from a loaded checkpoint, weights and data statistics restored."""
-    run_cfg = OmegaConf.create(ckpt["run_config"])
-    datamodule = instantiate(run_cfg.data)
-    dm_state = ckpt.get(type(datamodule).__qualname__)
-    if dm_state:
-        datamodule.load_state_dict(dm_state)
-    module = build_model(run_cfg, datamodule)
+    check_targets(ckpt["run_config"], path)
+    try:
+        run_cfg = OmegaConf.create(ckpt["run_config"])
+        datamodule = instantiate(run_cfg.data)
+        dm_state = ckpt.get(type(datamodule).__qualname__)
+        if dm_state:
+            datamodule.load_state_dict(dm_state)
+        module = build_model(run_cfg, datamodule)
+    except CheckpointError:
+        raise
+    except (InstantiationException, OmegaConfBaseException, UserError, KeyError, TypeError, ValueError) as e:
+        cause = " ".join(str(e.__cause__ or e).split())
+        raise CheckpointError(f"{path}: its run_config does not rebuild a model: {cause}") from e
     try:
         module.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as e:
-        raise CheckpointError(f"{path} does not match the model its config describes: {e}") from e
+    except (RuntimeError, TypeError, AttributeError) as e:
+        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise CheckpointError(f"{path} does not match the model its config describes: {first}") from e
     return module, datamodule
 
 
-def infill_inputs(datamodule, frames, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(known, mask) for infilling frames ``[start, end)`` of the first ``n`` eval sequences."""
+def check_sample_args(cfg: DictConfig) -> None:
+    """``n``, ``batch_size``, ``seed``, ``device`` and ``infill`` of ``sample.py``, before any work."""
+    for key, lowest in (("n", 1), ("batch_size", 1), ("seed", 0)):
+        value = cfg.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
+            raise ConfigError(f"{key}={value!r}: expected an integer >= {lowest}")
+    resolve_device(cfg.get("device", "cpu"))
+    infill = cfg.get("infill")
+    if infill is not None:
+        ok = isinstance(infill, Sequence) and not isinstance(infill, str) and len(infill) == 2
+        if not ok or not all(isinstance(f, int) and not isinstance(f, bool) for f in infill):
+            raise ConfigError(f"infill={infill!r}: expected [start,end], two frame indices")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``torch.device(name)``, checked to exist on this machine."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"device={name!r}: expected cpu, cuda or cuda:<index> ({e})") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={name}: no CUDA GPU is usable on this machine; use device=cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device={name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise ConfigError(f"device={name}: expected cpu, cuda or cuda:<index>")
+    return device
+
+
+def midi_melody(path: str | Path, steps: int) -> np.ndarray:
+    """A user's MIDI file -> ``steps`` melody events: cut to length, or played again from the start
+    until long enough (as short tunes are in training)."""
+    from ddpm.music.events import WINDOW_STEPS, read_midi
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"infill_midi={path}: no such file (expected a .mid file with a melody)")
+    try:
+        events, _ = read_midi(path)
+    except Exception as e:  # noqa: BLE001 - pretty_midi/mido raise many kinds on bad files
+        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise ConfigError(f"infill_midi={path}: not a readable MIDI melody ({first})") from e
+    if not (events >= 2).any():
+        raise ConfigError(f"infill_midi={path}: no notes in the MIDI range 21-108 (expected a melody)")
+    events = np.pad(events, (0, -len(events) % WINDOW_STEPS))  # whole windows, so a repeat starts on a bar
+    return np.resize(events, steps) if len(events) < steps else events[:steps]
+
+
+def infill_inputs(datamodule, frames, n: int, midi: str | None = None) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """(known, mask, originals) for infilling frames ``[start, end)``.
+
+    ``known`` is model space ``[n, frames, kept]``; ``originals`` the same sequences in the original
+    latent space with every dimension (the stored means): the first ``n`` eval sequences, or ``n``
+    copies of the melody of the MIDI file ``midi`` encoded with the run's MusicVAE.
+    """
     if len(datamodule.sample_shape) != 2:
-        raise ValueError(
+        raise ConfigError(
             f"infill needs sequence data [frames, dims]; this model's samples are {datamodule.sample_shape}"
         )
     start, end = (int(f) for f in frames)
     length = datamodule.sample_shape[0]
     if not 0 <= start < end <= length:
-        raise ValueError(f"infill=[{start},{end}] must satisfy 0 <= start < end <= {length} (frames)")
-    datamodule.setup("validate")
-    known = datamodule.val_set.tensors[0][:n]
-    if len(known) < n:
-        raise ValueError(f"infill needs n={n} eval sequences; the eval split has {len(known)}")
+        raise ConfigError(f"infill=[{start},{end}]: expected 0 <= start < end <= {length} (the model's frames)")
+    if midi is not None:
+        if not hasattr(datamodule, "encode_latents"):
+            raise ConfigError(f"infill_midi={midi}: this model is not a melody model ({type(datamodule).__name__})")
+        melody = midi_melody(midi, length * 32)
+        originals = np.repeat(datamodule.encode_latents(melody[None]), n, axis=0)
+    else:
+        try:
+            originals = datamodule.read_split("eval", sliced=False)[:n]
+        except FileNotFoundError as e:
+            raise MissingFileError(
+                f"infill: the run's eval sequences are gone ({e}); use infill_midi=<file.mid>"
+            ) from e
+        if len(originals) < n:
+            raise ConfigError(f"infill with n={n}: expected n <= {len(originals)}, the eval sequences there are")
+    known = datamodule.to_model_space(originals)
     mask = torch.ones_like(known)
     mask[:, start:end] = 0  # 0: regenerate, 1: keep
-    return known, mask
+    return known, mask, originals
 
 
 def sample(cfg: DictConfig) -> dict[str, Path]:
     """Draw ``cfg.n`` samples from ``cfg.ckpt`` with ``cfg.seed``; write them and ``record.json``."""
+    check_sample_args(cfg)
     ckpt_path = Path(cfg.ckpt)
     ckpt = load_checkpoint(ckpt_path)
     module, datamodule = restore(ckpt, ckpt_path)
@@ -77,14 +154,29 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
     out_dir = (
         Path(cfg.out_dir) if cfg.get("out_dir") else ckpt_path.parent / "samples" / f"{ckpt_path.stem}_seed{cfg.seed}"
     )
-    known, mask = infill_inputs(datamodule, cfg.get("infill"), cfg.n) if cfg.get("infill") else (None, None)
+    if cfg.get("infill_midi") and not cfg.get("infill"):
+        raise ConfigError(f"infill_midi={cfg.infill_midi} needs infill=[start,end]: the frames to regenerate")
+    infill = cfg.get("infill")
+    known, mask, originals = infill_inputs(datamodule, infill, cfg.n, cfg.get("infill_midi")) if infill else (None,) * 3
+    sampler_cfg = OmegaConf.to_container(cfg.sampler, resolve=True)
+    try:
+        sampler = instantiate(cfg.sampler)
+        evaluations = sampler.evaluations(module.diffusion)  # also checks the steps against T
+    except (InstantiationException, ValueError) as e:
+        raise ConfigError(f"sampler {sampler_cfg}: {e.__cause__ or e}") from e
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(cfg.seed)
-    samples = module.sample(cfg.n, generator, batch_size=cfg.batch_size, known=known, mask=mask)
+    samples = module.sample(cfg.n, generator, batch_size=cfg.batch_size, known=known, mask=mask, sampler=sampler)
     seconds = time.perf_counter() - start
-    files = datamodule.write_samples(samples, out_dir, "generated")
+    latents = None
+    if known is not None:  # kept frames: the originals themselves, every latent dimension
+        latents = datamodule.decode(samples, cfg.seed)
+        keep = mask[0, :, 0].bool().numpy()
+        latents[:, keep] = originals[:, keep]
+    files = datamodule.write_samples(samples, out_dir, "generated", seed=cfg.seed, latents=latents)
     if known is not None:
-        files.update({f"original_{k}": v for k, v in datamodule.write_samples(known, out_dir, "original").items()})
+        originals_files = datamodule.write_samples(known, out_dir, "original", latents=originals)
+        files.update({f"original_{k}": v for k, v in originals_files.items()})
     record = {
         "checkpoint": str(ckpt_path.resolve()),
         "epoch": ckpt.get("epoch"),
@@ -92,6 +184,9 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
         "n": cfg.n,
         "seed": cfg.seed,
         "infill": list(cfg.infill) if cfg.get("infill") else None,
+        "infill_midi": cfg.get("infill_midi"),
+        "sampler": sampler_cfg,
+        "network_evaluations": evaluations,  # per batch
         "device": str(device),
         "sampling_seconds": round(seconds, 3),
         "files": {k: str(v.name) for k, v in files.items()},

@@ -5,38 +5,81 @@ import os
 from pathlib import Path
 
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from ddpm.callbacks import RunConfig
+from ddpm.callbacks import RNGState, RunConfig
+from ddpm.checkpoint_io import CheckpointError
+from ddpm.config_check import check_values
+from ddpm.errors import ConfigError, UserError
+from ddpm.module import NonFiniteLossError
 
 log = logging.getLogger(__name__)
 
 
+def build(node: DictConfig, key: str, **kwargs):
+    """``instantiate(node, **kwargs)``; a constructor's complaint becomes a ``ConfigError`` naming ``key``."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, UserError):
+            raise e.__cause__ from None
+        cause = " ".join(str(e.__cause__ or e).split())
+        raise ConfigError(f"{key} ({node.get('_target_')}): {cause}") from e
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{key}: {' '.join(str(e).split())}") from e
+
+
 def build_model(cfg: DictConfig, datamodule: L.LightningDataModule):
     """Denoiser, diffusion and DiffusionModule for ``cfg``; the data decides the sample shape and clipping."""
-    denoiser = instantiate(cfg.model, sample_shape=datamodule.sample_shape)
+    denoiser = build(cfg.model, "model", sample_shape=datamodule.sample_shape)
     clip = cfg.diffusion.get("clip_x_start")
-    diffusion = instantiate(cfg.diffusion, clip_x_start=datamodule.bounded if clip is None else clip)
-    return instantiate(cfg.module, denoiser=denoiser, diffusion=diffusion)
+    diffusion = build(cfg.diffusion, "diffusion", clip_x_start=datamodule.bounded if clip is None else clip)
+    return build(cfg.module, "module", denoiser=denoiser, diffusion=diffusion, seed=cfg.get("seed", 0))
+
+
+def prepare_once(datamodule: L.LightningDataModule) -> None:
+    """Run ``prepare_data`` here, on the first process of the node only, and not again inside ``fit``.
+
+    Data derived on first use (the melody latents) must exist before the model is sized from it;
+    Lightning's DDP workers start later and find it on disk.
+    """
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+        datamodule.prepare_data()
+    datamodule.prepare_data = _prepared  # Lightning would call it again on rank 0 at the start of fit
+
+
+def _prepared() -> None:
+    """``prepare_data`` after ``prepare_once``: done already."""
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured model; returns the final callback metrics (``train/loss``, ``val/loss``...)."""
+    check_values(cfg)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and not Path(ckpt_path).is_file():
+        raise CheckpointError(f"ckpt_path={ckpt_path}: no such file (resume from a run folder's last.ckpt)")
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    datamodule = instantiate(cfg.data)
-    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
-        # Data that is derived on first use (the melody latents) must exist before the model is
-        # sized from it; Lightning's DDP workers start after this and find it on disk.
-        datamodule.prepare_data()
+    datamodule = build(cfg.data, "data")
+    prepare_once(datamodule)
+    # Again, so the model's initialization and the data order do not depend on what data preparation
+    # drew (training a MusicVAE there re-seeds): the same seed, the same model, cache or not.
+    L.seed_everything(cfg.seed, workers=True)
     module = build_model(cfg, datamodule)
-    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
-    callbacks.append(RunConfig(OmegaConf.to_container(cfg, resolve=True)))
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    nodes = cfg.get("callbacks") or {}
+    callbacks = [build(c, f"callbacks.{name}") for name, c in nodes.items() if c is not None]
+    callbacks += [RunConfig(OmegaConf.to_container(cfg, resolve=True)), RNGState()]
+    logger = build(cfg.logger, "logger") if cfg.get("logger") else False
+    trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=logger)
     n_params = sum(p.numel() for p in module.denoiser.parameters())
     log.info("Denoiser %s: %.2fM parameters; run folder %s", type(module.denoiser).__name__, n_params / 1e6, output_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except NonFiniteLossError as e:
+        last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+        raise NonFiniteLossError(f"{e}. The last good checkpoint is {last or 'not written yet'}") from None
     return {k: float(v) for k, v in trainer.callback_metrics.items()}

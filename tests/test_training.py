@@ -4,13 +4,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 
-from ddpm.checkpoint_io import AtomicCheckpointIO
+from ddpm.checkpoint_io import AtomicCheckpointIO, read_checkpoint
 from ddpm.sampling import CheckpointError, load_checkpoint
-from ddpm.training import train
+from ddpm.training import build_model, train
 from tests.helpers import FAST, compose_train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,8 +119,35 @@ def test_hydra_cli_multirun_writes_one_folder_per_job(tmp_path):
 
 
 def test_ddp_two_cpu_processes(tmp_path):
-    cmd = [sys.executable, "train.py", "trainer=ddp_cpu", "logger=none", f"hydra.run.dir={tmp_path}", *FAST, *TINY_UNET]
+    """2 gloo processes: own noise per rank, val/loss over each eval record once, one file per epoch."""
+    base = [o for o in FAST if "limit_val_batches" not in o] + TINY_UNET + ["data.val_fraction=0.0501"]  # 91 eval
+    probes = [
+        "data._target_=tests.probes.CountingDigits",
+        f"+data.counter={tmp_path / 'prepared.txt'}",
+        "+callbacks.probe._target_=tests.probes.NoiseProbe",
+        f"+callbacks.probe.dirpath={tmp_path / 'probe'}",
+    ]
+    run = tmp_path / "run"
+    cmd = [sys.executable, "train.py", "trainer=ddp_cpu", "logger=none", f"hydra.run.dir={run}", *base, *probes]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "world_size: 2" in res.stderr or "MEMBER: 2/2" in res.stderr + res.stdout
-    assert (tmp_path / "last.ckpt").is_file() and (tmp_path / "samples" / "epoch_000.png").is_file()
+    # Each rank drew its own steps and noise for its own records.
+    seen = [torch.load(tmp_path / "probe" / f"noise_rank{r}.pt") for r in (0, 1)]
+    assert seen[0]["noise"].shape == seen[1]["noise"].shape
+    assert not torch.allclose(seen[0]["noise"], seen[1]["noise"]) and not torch.equal(seen[0]["t"], seen[1]["t"])
+    assert not torch.equal(seen[0]["x_start"], seen[1]["x_start"])
+    # prepare_data ran once; one model file for the epoch; samples from rank 0.
+    assert (tmp_path / "prepared.txt").read_text().splitlines() == ["prepared"]
+    assert sorted(p.name for p in run.glob("*.ckpt")) == ["diffusion_model_000.ckpt", "last.ckpt"]
+    assert not list(run.glob(".*.tmp")) and (run / "samples" / "epoch_000.png").is_file()
+    # val/loss of the 2 processes equals a 1-process evaluation of the same weights.
+    ckpt = read_checkpoint(run / "last.ckpt")  # its config names a test class: not for load_checkpoint
+    two = next(v for k, v in ckpt["callbacks"].items() if k.startswith("Checkpoint"))["best_model_score"]
+    cfg = compose_train(base)
+    datamodule = instantiate(cfg.data)
+    module = build_model(cfg, datamodule)
+    module.load_state_dict(ckpt["state_dict"])
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    one = trainer.validate(module, datamodule=datamodule, verbose=False)[0]["val/loss"]
+    assert abs(float(two) - one) < 1e-6, (float(two), one)

@@ -1,7 +1,10 @@
 """Callbacks, configured in ``conf/callbacks``."""
 
+from ddpm.callbacks.checkpoint import Checkpoint
+from ddpm.callbacks.interrupt import InterruptCheckpoint
 from ddpm.callbacks.loss_plot import LossPlot
+from ddpm.callbacks.rng_state import RNGState
 from ddpm.callbacks.run_config import RunConfig
 from ddpm.callbacks.sampling import SampleCallback
 
-__all__ = ["LossPlot", "RunConfig", "SampleCallback"]
+__all__ = ["Checkpoint", "InterruptCheckpoint", "LossPlot", "RNGState", "RunConfig", "SampleCallback"]

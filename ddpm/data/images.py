@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ddpm.data.mvae import Rows
+from ddpm.data.mvae import Rows, UnrepeatedSampler
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -50,7 +50,9 @@ class ImageDataModule(L.LightningDataModule):
         return DataLoader(self.train_set, self.batch_size, shuffle=True, num_workers=self.num_workers, drop_last=False)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, self.batch_size, num_workers=self.num_workers)
+        world = self.trainer.world_size if self.trainer is not None else 1
+        sampler = UnrepeatedSampler(self.val_set, world, self.trainer.global_rank) if world > 1 else None
+        return DataLoader(self.val_set, self.batch_size, sampler=sampler, num_workers=self.num_workers)
 
     def decode(self, x) -> np.ndarray:
         """Model space -> images in [0, 1] (numpy)."""
@@ -63,7 +65,9 @@ class ImageDataModule(L.LightningDataModule):
         images = torch.from_numpy(self.decode(x))
         return make_grid(images, nrow=math.ceil(math.sqrt(len(images))), padding=1, pad_value=1.0)
 
-    def write_samples(self, x: torch.Tensor, out_dir: str | Path, name: str) -> dict[str, Path]:
+    def write_samples(
+        self, x: torch.Tensor, out_dir: str | Path, name: str, seed: int | None = None, latents=None
+    ) -> dict[str, Path]:
         """``name.npz`` (array ``samples`` in [0, 1], ``[n, C, H, W]``) and ``name.png`` (a grid)."""
         from torchvision.utils import save_image
 

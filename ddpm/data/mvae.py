@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from ddpm.data.tfrecords import RecordError, read_latents
+from ddpm.errors import ConfigError, MissingFileError
 
 
 class Rows(TensorDataset):
@@ -76,10 +77,10 @@ class LatentDataModule(L.LightningDataModule):
         self.dir = Path(dir)
         self.input_shape = tuple(int(s) for s in input_shape)
         if len(self.input_shape) != 2:
-            raise ValueError(f"data.input_shape must be [frames, dims], got {list(self.input_shape)}")
+            raise ConfigError(f"data.input_shape must be [frames, dims], got {list(self.input_shape)}")
         frames = self.input_shape[0]
         if seq_len is not None and not 1 <= seq_len <= frames:
-            raise ValueError(f"data.seq_len={seq_len} must be between 1 and the records' {frames} frames")
+            raise ConfigError(f"data.seq_len={seq_len} must be between 1 and the records' {frames} frames")
         self.seq_len = seq_len or frames
         self._slice_source = slice_dims if isinstance(slice_dims, str) else None
         self._slice_dims = None if slice_dims is None or isinstance(slice_dims, str) else self._check_dims(slice_dims)
@@ -100,7 +101,7 @@ class LatentDataModule(L.LightningDataModule):
         size = self.input_shape[1]
         bad = [d for d in dims if not 0 <= d < size]
         if bad or len(set(dims)) != len(dims) or not dims:
-            raise ValueError(
+            raise ConfigError(
                 f"{source}: expected distinct indices in [0, {size}), got {len(dims)} entries, out of range {bad[:5]}"
             )
         return dims
@@ -110,7 +111,7 @@ class LatentDataModule(L.LightningDataModule):
         if self._slice_dims is None and self._slice_source is not None:
             path = Path(self._slice_source)
             if not path.is_file():
-                raise FileNotFoundError(f"slice_dims file not found: {path} (a pickled list of latent indices)")
+                raise MissingFileError(f"slice_dims file not found: {path} (data.slice_dims: a pickled index list)")
             with open(path, "rb") as f:
                 dims = pickle.load(f)
             self._slice_dims = self._check_dims(np.asarray(dims).ravel(), f"slice_dims file {path}")
@@ -130,7 +131,7 @@ class LatentDataModule(L.LightningDataModule):
         """
         files = sorted(self.dir.glob(f"{split}-*.tfrecord"))
         if not files:
-            raise FileNotFoundError(f"no {split}-*.tfrecord files in {self.dir.resolve()}")
+            raise MissingFileError(f"data.dir={self.dir}: no {split}-*.tfrecord files in {self.dir.resolve()}")
         dims = self.slice_dims if sliced else None
         chunks, count = [], 0
         for path in files:

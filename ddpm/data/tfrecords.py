@@ -19,8 +19,10 @@ import numpy as np
 from tfrecord import example_pb2
 from tfrecord.writer import TFRecordWriter
 
+from ddpm.errors import UserError
 
-class RecordError(ValueError):
+
+class RecordError(UserError, ValueError):
     """A TFRecord file or record that cannot be used; the message names file and record."""
 
 
@@ -82,6 +84,8 @@ def read_latents(path: str | Path, input_shape: Sequence[int] | None = None) -> 
         if values.size != int(np.prod(expected)):
             needed = int(np.prod(expected))
             raise RecordError(f"{where}: {values.size} values in 'inputs'; input_shape {expected} needs {needed}")
+        if not np.isfinite(values).all():
+            raise RecordError(f"{where}: 'inputs' holds NaN or Inf values in {path}")
         out.append(values.reshape(expected))
     if not out:
         return np.zeros((0, *(expected or [0])), np.float32)

@@ -15,16 +15,22 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch.utils.data import DataLoader
 
+from ddpm.checkpoint_io import CheckpointError, atomic_save, check_targets, read_checkpoint
 from ddpm.data.tfrecords import write_latents
+from ddpm.errors import MissingFileError
 from ddpm.music.corpus import Tune, load_melodies, split_by_title
 from ddpm.music.events import WINDOW_STEPS
 from ddpm.music.musicvae import MusicVAE, kl_per_dim
 
 log = logging.getLogger(__name__)
+
+EVAL_EVENTS = "eval_events.npz"  # the eval sequences as corpus events: the evaluation's ground truth
 
 
 def windows(tunes: list[Tune]) -> np.ndarray:
@@ -58,37 +64,43 @@ def train_musicvae(
 
 def save_musicvae(model: MusicVAE, model_cfg: DictConfig, path: str | Path, metrics: dict | None = None) -> Path:
     """Weights + the config that rebuilds them, written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "config": OmegaConf.to_container(model_cfg, resolve=True),
         "state_dict": model.state_dict(),
         "metrics": metrics or {},
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_save(payload, path)
 
 
 def load_musicvae(path: str | Path) -> MusicVAE:
+    """The MusicVAE saved by ``save_musicvae``; read without running code from the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"MusicVAE checkpoint not found: {path} (train one with `python train_musicvae.py`)")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    model = instantiate(OmegaConf.create(payload["config"]))
-    model.load_state_dict(payload["state_dict"])
+        raise MissingFileError(f"MusicVAE checkpoint not found: {path} (train one with `python train_musicvae.py`)")
+    payload = read_checkpoint(path, "MusicVAE file")
+    if not isinstance(payload, dict) or not isinstance(payload.get("config"), dict) or "state_dict" not in payload:
+        raise CheckpointError(f"{path} is not a MusicVAE file (expected 'config' and 'state_dict')")
+    check_targets(payload["config"], path)
+    try:
+        model = instantiate(OmegaConf.create(payload["config"]))
+        if not isinstance(model, MusicVAE):
+            raise TypeError(f"its config builds a {type(model).__name__}")
+        model.load_state_dict(payload["state_dict"])
+    except (InstantiationException, OmegaConfBaseException, RuntimeError, TypeError, ValueError) as e:
+        first = next((line for line in str(e.__cause__ or e).splitlines() if line.strip()), type(e).__name__)
+        raise CheckpointError(f"{path} is not a usable MusicVAE file: {first}") from e
     return model.eval()
 
 
 @torch.no_grad()
 def encode_windows(model: MusicVAE, events: np.ndarray, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """(mu, sigma) of each window: two [N, z_dim] float32 arrays."""
+    device = next(model.parameters()).device  # runs where the model is
     mus, sigmas = [], []
     for start in range(0, len(events), batch_size):
-        mu, sigma = model.encode(torch.from_numpy(events[start : start + batch_size]))
-        mus.append(mu.numpy())
-        sigmas.append(sigma.numpy())
+        mu, sigma = model.encode(torch.from_numpy(events[start : start + batch_size]).to(device))
+        mus.append(mu.cpu().numpy())
+        sigmas.append(sigma.cpu().numpy())
     return np.concatenate(mus), np.concatenate(sigmas)
 
 
@@ -115,13 +127,28 @@ def tune_sequences(latents: np.ndarray, frames: int) -> np.ndarray:
     return np.stack([latents[s : s + frames] for s in starts])
 
 
+def write_eval_events(path: Path, tunes: list[Tune], frames: int) -> Path:
+    """The eval sequences as events ``[S, frames * 32]`` (int8), in the order of the eval TFRecords."""
+    sequences, titles = [], []
+    for tune in tunes:
+        seqs = tune_sequences(tune.events.reshape(-1, WINDOW_STEPS), frames)  # [s, frames, 32]
+        sequences.append(seqs.reshape(len(seqs), frames * WINDOW_STEPS))
+        titles += [tune.title] * len(seqs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, events=np.concatenate(sequences).astype(np.int8), titles=np.array(titles))
+    os.replace(tmp, path)
+    return path
+
+
 @torch.no_grad()
 def decode_latents(model: MusicVAE, latents: np.ndarray, temperature: float = 0.0, seed: int = 0) -> np.ndarray:
     """Latent sequences [n, frames, z_dim] -> melodies [n, frames * 32] (events)."""
     n, frames, z_dim = latents.shape
     z = torch.from_numpy(np.ascontiguousarray(latents, np.float32)).reshape(n * frames, z_dim)
+    z = z.to(next(model.parameters()).device)  # runs where the model is
     events = model.generate(z, temperature, generator=torch.Generator().manual_seed(seed))
-    return events.reshape(n, frames * WINDOW_STEPS).numpy()
+    return events.reshape(n, frames * WINDOW_STEPS).cpu().numpy()
 
 
 def prepare_melody_latents(
@@ -136,15 +163,22 @@ def prepare_melody_latents(
     """Run (or reuse) every stage; write ``{train,eval}-*.tfrecord``, ``active_dims.pkl``, ``report.json``."""
     out_dir = Path(out_dir)
     report_path = out_dir / "report.json"
-    if report_path.exists():
+    if report_path.exists() and (out_dir / EVAL_EVENTS).exists():
         return json.loads(report_path.read_text())
     timings = {}
     start = time.perf_counter()
     tunes, corpus_report = load_melodies(
-        corpus.cache_dir, list(corpus.collections), corpus.get("midi_dir"), corpus.get("workers", 2)
+        corpus.cache_dir,
+        list(corpus.collections),
+        corpus.get("midi_dir"),
+        corpus.get("workers", 2),
+        meters=corpus.get("meters", "duple"),
     )
     train_tunes, eval_tunes = split_by_title(tunes, corpus.eval_fraction, corpus.get("seed", 0))
     timings["corpus"] = time.perf_counter() - start
+    write_eval_events(out_dir / EVAL_EVENTS, eval_tunes, frames)
+    if report_path.exists():  # latents made before the eval events were kept: add only those
+        return json.loads(report_path.read_text())
     log.info("corpus: %d tunes (%d train, %d eval)", len(tunes), len(train_tunes), len(eval_tunes))
 
     start = time.perf_counter()

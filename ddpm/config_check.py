@@ -1,0 +1,226 @@
+"""Config checks before any work: unknown keys, wrong types and impossible sizes end in one line.
+
+``check_overrides`` composes the command line as Hydra will and compares each ``key=value`` with the
+type of the value it replaces; ``check_values`` checks sizes, counts and fractions by key name.
+Both raise ``ConfigError`` naming the key, the value and what was expected.
+"""
+
+import math
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, get_args
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, OverrideType
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ddpm.errors import ConfigError
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+RUN_FLAGS = {"-m", "--multirun"}  # other flags (--help, --cfg, -cn ...) are Hydra's own business
+
+# key name -> (lowest, highest) allowed; ints for the names in INTEGER.
+INTEGER = {
+    "batch_size": (1, None),
+    "n": (1, None),
+    "timesteps": (1, None),
+    "base_channels": (1, None),
+    "emb_dim": (1, None),
+    "embed_channels": (1, None),
+    "mlp_dims": (1, None),
+    "num_heads": (1, None),
+    "num_layers": (1, None),
+    "num_mlp_layers": (1, None),
+    "num_res_blocks": (1, None),
+    "decoder_layers": (1, None),
+    "encoder_hidden": (1, None),
+    "decoder_hidden": (1, None),
+    "z_dim": (1, None),
+    "frames": (1, None),
+    "shards": (1, None),
+    "every_n_epochs": (1, None),
+    "every_n_train_steps": (1, None),
+    "log_every_n_steps": (1, None),
+    "render_n": (0, None),
+    "num_workers": (0, None),
+    "patience": (0, None),
+    "seed": (0, 2**32 - 1),
+}
+REAL = {
+    "lr": (0.0, None),
+    "qpm": (0.0, None),
+    "noise_level_scale": (0.0, None),
+    "val_fraction": (0.0, 1.0),
+    "eval_fraction": (0.0, 1.0),
+    "ema_decay": (0.0, 1.0),
+}
+POSITIVE_LISTS = {"input_shape", "channel_mults"}
+LOOSE = {"devices", "precision", "accelerator", "strategy"}  # Lightning takes several types: see _lightning
+
+
+def _precisions() -> set:
+    from lightning.fabric.connector import _PRECISION_INPUT
+
+    return {value for group in get_args(_PRECISION_INPUT) for value in get_args(group)}
+
+
+def _lightning(name: str, value: Any) -> str | None:
+    """What a Trainer's ``devices``/``precision``/``accelerator`` should be, or None when ``value`` is one."""
+    if name == "devices":
+        ints = isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        number = isinstance(value, int) and not isinstance(value, bool) and value >= -1
+        text = isinstance(value, str) and (value == "auto" or re.fullmatch(r"-1|\d+(,\d+)*,?", value))
+        return None if ints or number or text else "a number of devices, a list of device indices or auto"
+    if name == "precision":
+        return None if value in _precisions() else f"one of {sorted(map(str, _precisions()))}"
+    if name == "accelerator":
+        from lightning.pytorch.accelerators import AcceleratorRegistry
+
+        names = {"auto", "gpu", *AcceleratorRegistry.available_accelerators()}
+        return None if value in names else f"one of {sorted(names)}"
+    return None
+
+
+def _flat(message: str) -> str:
+    return " ".join(message.split())
+
+
+def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every leaf of a plain container."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix, node
+
+
+def _lookup(node: Any, key: str) -> tuple[bool, Any]:
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _unset(value: Any) -> bool:
+    """None, a missing value (``???``) or an interpolation (``${...}``): nothing to check."""
+    return value is None or (isinstance(value, str) and (value == "???" or "${" in value))
+
+
+def check_values(cfg: DictConfig | dict) -> None:
+    """Sizes, counts, seeds and fractions anywhere in ``cfg`` are numbers in their range."""
+    plain = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
+    for key, value in _leaves(plain):
+        name = key.rsplit(".", 1)[-1]
+        if _unset(value):
+            continue
+        if name in LOOSE and key.startswith(("trainer.", "data.vae.trainer.")):
+            expected = _lightning(name, value)
+            if expected:
+                raise ConfigError(f"{key}={value!r}: expected {expected}")
+        elif name in INTEGER:
+            lo, hi = INTEGER[name]
+            ok = isinstance(value, int) and not isinstance(value, bool)
+            if not ok or value < lo or (hi is not None and value > hi):
+                expected = f"an integer >= {lo}" + (f" and <= {hi}" if hi is not None else "")
+                raise ConfigError(f"{key}={value!r}: expected {expected}")
+        elif name in REAL:
+            lo, hi = REAL[name]
+            closed = name == "ema_decay"  # 0 is allowed: no averaging
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            if not ok or value < lo or (value == lo and not closed) or (hi is not None and value >= hi):
+                interval = f"{'[' if closed else '('}{lo}, {hi if hi is not None else 'inf'})"
+                raise ConfigError(f"{key}={value!r}: expected a number in {interval}")
+        elif name in POSITIVE_LISTS:
+            if not isinstance(value, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
+            ):
+                raise ConfigError(f"{key}={value!r}: expected a list of positive integers")
+
+
+def _expected(name: str, old: Any, new: Any) -> str | None:
+    """What ``new`` should have been to replace ``old`` at key ``name``, or None when it fits.
+
+    ``null`` may replace anything (it switches a callback or a limit off) except a size or count.
+    """
+    if _unset(old) or name in LOOSE:
+        return None
+    if new is None:
+        return "an integer" if name in INTEGER else "a number" if name in REAL else None
+    if isinstance(old, bool):
+        return None if isinstance(new, bool) else "true or false"
+    if isinstance(old, int):
+        return None if isinstance(new, int) and not isinstance(new, bool) else "an integer"
+    if isinstance(old, float):
+        return None if isinstance(new, int | float) and not isinstance(new, bool) else "a number"
+    if isinstance(old, str):
+        return None if isinstance(new, str | int | float) and not isinstance(new, bool) else "a string"
+    if isinstance(old, list):
+        return None if isinstance(new, list) else "a list [a,b,...]"
+    if isinstance(old, dict):
+        return None if isinstance(new, dict) else "a config node {key: value} or null"
+    return None
+
+
+def _first_job(overrides: list[Override]) -> list[str]:
+    """The overrides of a sweep's first job (``seed=0,1`` -> ``seed=0``)."""
+    strings = []
+    for o in overrides:
+        text = o.input_line
+        if o.is_sweep_override():
+            text = f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}"
+        strings.append(text)
+    return strings
+
+
+def _compose(config_name: str, overrides: list[str]) -> DictConfig:
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+            return compose(config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        message = str(e).split("Config search path:")[0]
+        cause = f" ({_flat(str(e.__cause__)).split(' full_key')[0]})" if e.__cause__ else ""
+        raise ConfigError(f"bad command line {' '.join(overrides)}: {_flat(message)}{cause}") from None
+
+
+def check_overrides(config_name: str, argv: list[str]) -> DictConfig | None:
+    """Compose ``conf/<config_name>.yaml`` with the command line ``argv``; raise ``ConfigError`` on the
+    first unknown key, unparsable or mistyped value, size out of range or missing required value.
+
+    Returns the composed config (of a sweep's first job), or None when ``argv`` holds flags other
+    than ``-m`` that leave the command to Hydra (``--help``, ``--cfg``, ``-cn`` ...).
+    """
+    if any(a.startswith("-") and a not in RUN_FLAGS for a in argv):
+        return None
+    args = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(args)
+    except HydraException as e:
+        raise ConfigError(
+            f"cannot parse the command line {' '.join(args)!r}: {_flat(str(e).splitlines()[0])}"
+        ) from None
+    overrides = _first_job(parsed)
+    cfg = _compose(config_name, overrides)
+    values = [
+        (o, s)
+        for o, s in zip(parsed, overrides)
+        if o.type == OverrideType.CHANGE and not (CONF / o.key_or_group).is_dir()
+    ]
+    if values:
+        groups = [s for o, s in zip(parsed, overrides) if (CONF / o.key_or_group).is_dir()]
+        base = OmegaConf.to_container(_compose(config_name, groups), resolve=False)
+        for o, text in values:
+            found, old = _lookup(base, o.key_or_group)
+            new = OverridesParser.create().parse_override(text).value()
+            expected = _expected(o.key_or_group.rsplit(".", 1)[-1], old, new) if found else None
+            if expected:
+                raise ConfigError(f"{text}: expected {expected} for {o.key_or_group} (default {old!r}), got {new!r}")
+    check_values(cfg)
+    missing = [k for k, v in _leaves(OmegaConf.to_container(cfg, resolve=False)) if v == "???"]
+    if missing:
+        raise ConfigError(f"{missing[0]} is required: add {missing[0]}=<value> to the command line")
+    return cfg

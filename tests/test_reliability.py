@@ -1,0 +1,107 @@
+"""Seeds independent of cache state, the NaN guard, and loading files that must not run code."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from ddpm.checkpoint_io import CheckpointError, read_checkpoint
+from ddpm.module import NonFiniteLossError
+from ddpm.music.musicvae import MusicVAE
+from ddpm.music.pipeline import load_musicvae, save_musicvae
+from ddpm.sampling import load_checkpoint, restore
+from ddpm.training import train
+from tests.helpers import compose_train
+from tests.test_resume import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def weights(path: Path) -> dict:
+    return {k: v for k, v in read_checkpoint(path)["state_dict"].items() if k.startswith("denoiser.")}
+
+
+def test_same_seed_same_model_whether_or_not_the_cache_was_built(tmp_path):
+    cache = tmp_path / "cache.txt"
+    data = ["data._target_=tests.probes.CachedDigits", f"+data.cache={cache}", "trainer.max_epochs=1"]
+    train(compose_train(TINY + data, tmp_path / "fresh"))  # builds the cache, drawing random numbers
+    assert cache.exists()
+    train(compose_train(TINY + data, tmp_path / "cached"))  # finds it
+    fresh, cached = weights(tmp_path / "fresh" / "last.ckpt"), weights(tmp_path / "cached" / "last.ckpt")
+    assert all(torch.equal(fresh[k], cached[k]) for k in fresh)
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    nan = ["+callbacks.nan._target_=tests.probes.NaNInjector", "trainer.max_epochs=3"]
+    with pytest.raises(
+        NonFiniteLossError, match=r"non-finite .* epoch 1, step 4 .*last good checkpoint is .*last.ckpt"
+    ):
+        train(compose_train(TINY + nan, tmp_path))
+    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["diffusion_model_000.ckpt", "last.ckpt"]
+    last = read_checkpoint(tmp_path / "last.ckpt")
+    assert last["epoch"] == 0 and last["global_step"] == 3
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+    good = weights(tmp_path / "diffusion_model_000.ckpt")
+    assert all(torch.equal(good[k], last["state_dict"][k]) for k in good)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+class Evil:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.fixture(scope="module")
+def run_ckpt(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    train(compose_train(TINY + ["trainer.max_epochs=1"], out))
+    return out / "last.ckpt"
+
+
+def test_a_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path, run_ckpt):
+    marker, evil = tmp_path / "code_ran", tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "run_config": {}, "x": Evil(marker)}, evil)
+    with pytest.raises(CheckpointError, match="refused .* would call posix.system"):
+        load_checkpoint(evil)
+    with pytest.raises(CheckpointError, match="refused"):  # resume reads the same way
+        train(compose_train(TINY + [f"+ckpt_path={evil}"], tmp_path / "resume"))
+    res = subprocess.run([sys.executable, "sample.py", f"ckpt={evil}"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "refused" in res.stderr, res.stderr
+    assert not marker.exists()
+    # A config that would build something other than this project's classes is refused too.
+    good = torch.load(run_ckpt, weights_only=True)
+    config = OmegaConf.to_container(OmegaConf.create(good["run_config"]))
+    # (Hydra blocks os.system itself; a function of this project that writes files it does not.)
+    config["data"] = {"_target_": "ddpm.data.tfrecords.write_latents", "path": str(marker), "latents": [[0.0]]}
+    torch.save({**good, "run_config": config}, evil)
+    with pytest.raises(CheckpointError, match="_target_='ddpm.data.tfrecords.write_latents'"):
+        restore(good | {"run_config": config}, evil)
+    with pytest.raises(CheckpointError, match="write_latents"):
+        load_checkpoint(evil)
+    assert not marker.exists()
+    module, _ = restore(load_checkpoint(run_ckpt), run_ckpt)  # our own file still loads
+    assert torch.equal(module.state_dict()["denoiser.conv_in.weight"], good["state_dict"]["denoiser.conv_in.weight"])
+
+
+def test_musicvae_file_is_loaded_safely(tmp_path):
+    marker, path = tmp_path / "code_ran", tmp_path / "vae.pt"
+    cfg = {"_target_": "ddpm.music.musicvae.MusicVAE", "z_dim": 4, "encoder_hidden": 4, "decoder_hidden": 4}
+    model = MusicVAE(z_dim=4, encoder_hidden=4, decoder_hidden=4)
+    save_musicvae(model, OmegaConf.create(cfg), path)
+    assert torch.equal(load_musicvae(path).to_mu.weight, model.to_mu.weight)  # round trip
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+    torch.save({"config": cfg, "state_dict": {}, "x": Evil(marker)}, path)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_musicvae(path)
+    writer = {"_target_": "ddpm.data.tfrecords.write_latents", "path": str(marker), "latents": [[0.0]]}
+    torch.save({"config": writer, "state_dict": {}}, path)
+    with pytest.raises(CheckpointError, match="write_latents"):
+        load_musicvae(path)
+    assert not marker.exists()
