@@ -2,10 +2,21 @@
 PY ?= python3
 APT_AUDIO = fluidsynth fluid-soundfont-gm
 
-.PHONY: install install-audio train test test-all lint
+.PHONY: install install-audio install-browser train test test-all lint
 
-install:
+install: install-browser
 	$(PY) -m pip install -q -e '.[dev]'
+
+# Chromium from Debian, for the studio's browser tests (Playwright drives it; they skip without it).
+install-browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif command -v apt-get >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null; } || \
+	  echo "warning: could not install chromium; the studio's browser tests will be skipped"; \
+	else echo "warning: no apt-get; install Chromium at /usr/bin/chromium for the studio's browser tests"; fi
 
 # A General MIDI soundfont and FluidSynth from Debian, for WAV rendering (falls back to sine waves without).
 install-audio:
