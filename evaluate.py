@@ -1,8 +1,11 @@
 """Score a melody run like Mittal et al.'s Table 1: ``python evaluate.py ckpt=outputs/.../last.ckpt n=256``."""
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
+from ddpm.config_check import check_overrides
 from ddpm.errors import run_or_exit
 from ddpm.evaluation import evaluate
 
@@ -15,4 +18,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    run_or_exit(lambda: check_overrides("evaluate", sys.argv[1:]))
     main()

@@ -212,3 +212,22 @@ def test_refilled_dims_follow_the_seed():
     np.testing.assert_array_equal(a[..., [1, 5, 7]], b[..., [1, 5, 7]])
     assert not np.allclose(np.delete(a, [1, 5, 7], -1), np.delete(b, [1, 5, 7], -1))
     torch.testing.assert_close(dm.to_model_space(a), x)  # the inverse of decode
+
+
+def test_evaluate_bad_values_are_user_errors(melody_run, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from ddpm.errors import UserError
+    from ddpm.evaluation import evaluate
+    from tests.helpers import CONF
+
+    _, run = melody_run
+    for overrides, message in (
+        (["n=2"], "n=2: expected at least 4"),
+        (["n=400"], "n=400: the eval split has"),
+        (["ckpt=" + str(tmp_path / "none.ckpt")], "checkpoint not found"),
+    ):
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+            cfg = compose("evaluate", overrides=[f"ckpt={run / 'last.ckpt'}", *overrides])
+        with pytest.raises(UserError, match=message):
+            evaluate(cfg)
