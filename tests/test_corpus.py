@@ -1,16 +1,21 @@
 """Extraction of real tunes from the music21 corpus, and the user-MIDI path."""
 
+import logging
+
 import numpy as np
+import pretty_midi
 import pytest
 
-from ddpm.music.corpus import Tune, _parse_file, corpus_root, midi_tunes, split_by_title
-from ddpm.music.events import NOTE_OFF, NUM_CLASSES, WINDOW_STEPS, events_to_notes, write_midi
+from ddpm.errors import ConfigError
+from ddpm.music import abc, corpus
+from ddpm.music.corpus import Tune, _parse_file, corpus_root, load_melodies, midi_tunes, split_by_title
+from ddpm.music.events import MIN_PITCH, NOTE_OFF, NUM_CLASSES, WINDOW_STEPS, events_to_notes, write_midi
 
 
 @pytest.fixture(scope="module")
 def ballads():
-    tunes, skipped = _parse_file(str(corpus_root() / "essenFolksong" / "ballad10.abc"))
-    return tunes, skipped
+    tunes, records = _parse_file(str(corpus_root() / "essenFolksong" / "ballad10.abc"))
+    return tunes, {reason for _, reason in records if reason != "ok"}
 
 
 def test_exact_events_of_a_short_essen_tune(ballads):
@@ -55,7 +60,7 @@ def test_exact_events_of_a_short_essen_tune(ballads):
 
 def test_grid_and_monophony_invariants(ballads):
     tunes, skipped = ballads
-    assert len(tunes) >= 10 and sum(skipped.values()) >= 1
+    assert len(tunes) >= 10 and {"meter 3/4", "meter 6/8", "no meter", "meter changes"} <= skipped
     for tune in tunes:
         assert len(tune.events) % WINDOW_STEPS == 0 and tune.num_windows >= 1
         assert tune.events.min() >= 0 and tune.events.max() < NUM_CLASSES
@@ -84,3 +89,178 @@ def test_user_midi_folder_goes_through_the_same_extraction(tmp_path):
     assert skipped == {"unreadable midi": 1} and len(tunes) == 1
     events = tunes[0].events
     assert len(events) == 64 and events[:41].tolist() == melody[:41].tolist()
+
+
+# Tunes that exercise the rules of the fast ABC path: pickups, repeats with first and second endings,
+# ties across bar lines, triplets, chords and chord symbols, grace notes, overfull bars that music21
+# re-bars (adding a 6/8 bar to a 2/2 tune: #15), meter changes, free meter, 3/4 and 6/8.
+GOLDEN = {
+    "essenFolksong/ballad10.abc": [0, 13, 15, 16],
+    "oneills1850/0001-0050.abc": [0, 1, 2],
+    "miscFolk/americanfifeopus.abc": [0],
+    "nottingham-dataset/reelsa-c.abc": [0],
+}
+MORE_GOLDEN = {
+    "essenFolksong/ballad10.abc": [1, 2, 3, 30, 45, 60, 90],
+    "oneills1850/0001-0050.abc": [3, 4, 10, 20, 40],
+    "miscFolk/americanfifeopus.abc": [5, 10, 16, 30],
+    "nottingham-dataset/reelsa-c.abc": [1],
+}
+
+
+def _check_fast_path_matches_music21s_score(name: str, indices: list[int]) -> None:
+    # The music21 path (converter-built Score, expandRepeats, stripTies, flatten) is the extraction
+    # as it was before the fast path; every meter is kept so 3/4 and 6/8 are compared too.
+    from music21.abcFormat import translate
+
+    handlers = abc.read_file(corpus_root() / name)
+    for i in indices:
+        fast, fast_label, fast_reason = corpus.abc_to_tune(handlers[i], f"t#{i}", "all")
+        slow, slow_label, slow_reason = corpus.score_to_tune(translate.abcToStreamScore(handlers[i]), f"t#{i}", "all")
+        assert (fast_label, fast_reason) == (slow_label, slow_reason), (name, i)
+        if slow is not None:
+            assert (fast.title, fast.meter) == (slow.title, slow.meter), (name, i)
+            assert fast.events.tolist() == slow.events.tolist(), (name, i, slow.title)
+
+
+def test_fast_abc_path_matches_music21s_score():
+    for name, indices in GOLDEN.items():
+        _check_fast_path_matches_music21s_score(name, indices)
+
+
+@pytest.mark.parametrize("name", sorted(MORE_GOLDEN))
+def test_fast_abc_path_matches_music21s_score_on_more_tunes(name):
+    _check_fast_path_matches_music21s_score(name, MORE_GOLDEN[name])
+
+
+def _events(length: int, onsets: dict[int, str | int]) -> list[int]:
+    names = {"C": 60, "D": 62, "E": 64, "F": 65, "F#": 66, "G": 67, "A": 69, "B": 71, "c": 72, "d": 74}
+    events = np.zeros(length, dtype=int)
+    for step, event in onsets.items():
+        events[step] = event if isinstance(event, int) else names[event] - MIN_PITCH + 2
+    return events.tolist()
+
+
+WALTZ = "X:1\nT:Waltz\nM:3/4\nL:1/8\nK:C\nE2|C4 D2|E6-|E2 (3GFE D2|C6|]\n"
+# The 4-step pickup is padded to a 12-step bar; the tie across the bar line makes one 16-step E;
+# the triplet's eighths (4/3 steps) land on round(40 + 4k/3) = 40, 41, 43.
+WALTZ_EVENTS = _events(64, {8: "E", 12: "C", 20: "D", 24: "E", 40: "G", 41: "F", 43: "E", 44: "D", 48: "C"})
+JIG = "X:2\nT:Jig\nM:6/8\nL:1/8\nK:G\nD|:G2B d2B|c2A F2A|1 G3 G2D:|2 G3 z3||\n"
+# 2-step pickup padded to 12; the repeat goes back to the |: (not the pickup); the first ending is
+# replaced by the second on the way through; the rest ends the last G.
+JIG_EVENTS = _events(
+    96,
+    {10: "D", 12: "G", 16: "B", 18: "d", 22: "B", 24: "c", 28: "A", 30: "F#", 34: "A", 36: "G", 42: "G", 46: "D"}
+    | {48: "G", 52: "B", 54: "d", 58: "B", 60: "c", 64: "A", 66: "F#", 70: "A", 72: "G", 78: NOTE_OFF},
+)
+
+
+def _handler(text: str):
+    from music21 import abcFormat
+
+    handler = abcFormat.ABCHandler()
+    handler.process(text)
+    return handler
+
+
+@pytest.mark.parametrize(("text", "meter", "expected"), [(WALTZ, "3/4", WALTZ_EVENTS), (JIG, "6/8", JIG_EVENTS)])
+def test_triple_meters_land_on_the_16th_grid(text, meter, expected):
+    from music21 import converter
+
+    handler = _handler(text)
+    fast, label, reason = corpus.abc_to_tune(handler, "x", "all")
+    slow, *_ = corpus.score_to_tune(converter.parse(text, format="abc"), "x", "all")
+    assert (label, reason, fast.meter) == (meter, "ok", meter)
+    assert fast.events.tolist() == expected and slow.events.tolist() == expected
+    assert corpus.abc_to_tune(handler, "x", "duple")[1:] == (meter, f"meter {meter}")
+
+
+def test_first_and_second_endings_are_told_from_a_plain_repeat():
+    # The same bar lines with and without endings: the expansion, remembered by repeat structure,
+    # must tell them apart (CDEF GA CDEF Bc against CDEF GA CDEF GA Bc).
+    from music21 import converter
+
+    endings = "X:1\nT:A\nM:2/4\nL:1/4\nK:C\n|:C D|E F|[1 G A:|[2 B c|]\n"
+    plain = endings.replace("[1 ", "").replace("[2 ", "")
+    for text, notes in [(endings, 12), (plain, 14), (endings, 12)]:
+        fast = corpus.abc_to_tune(_handler(text), "x", "all")[0]
+        slow = corpus.score_to_tune(converter.parse(text, format="abc"), "x", "all")[0]
+        assert fast.events.tolist() == slow.events.tolist() and (fast.events >= 2).sum() == notes
+
+
+def test_titles_read_as_music21_stores_them():
+    text = "X:1\nT:Grassy Turf, The\nT:Second title\nM:2/4\nL:1/4\nK:C\nC D|E F|]\n"
+    assert corpus.abc_to_tune(_handler(text), "x", "all")[0].title == "The Grassy Turf"  # the article moved back
+    untitled = text.replace("T:Grassy Turf, The\nT:Second title\n", "")
+    assert corpus.abc_to_tune(_handler(untitled), "x#0")[0].title == "x#0"  # no title: the source names it
+
+
+def test_a_tune_of_rests_is_skipped_under_its_meter():
+    rests = "X:1\nT:Rests\nM:2/4\nL:1/8\nK:C\nz4|z4|]\n"
+    assert corpus.abc_to_tune(_handler(rests), "x", "all") == (None, "2/4", "no notes")
+
+
+def _midi_with_meters(path, meters: list[tuple[int, int, float]], seconds: float = 6.0):
+    """A one-note-per-beat MIDI file at 120 qpm with the time signatures (numerator, denominator, time)."""
+    midi = pretty_midi.PrettyMIDI(initial_tempo=120.0)
+    piano = pretty_midi.Instrument(0)
+    piano.notes = [pretty_midi.Note(90, 60 + i % 5, 0.5 * i, 0.5 * i + 0.5) for i in range(int(seconds * 2))]
+    midi.instruments.append(piano)
+    midi.time_signature_changes = [pretty_midi.TimeSignature(n, d, t) for n, d, t in meters]
+    midi.write(str(path))
+
+
+def test_user_midi_in_any_meter(tmp_path):
+    _midi_with_meters(tmp_path / "waltz.mid", [(3, 4, 0.0)])
+    _midi_with_meters(tmp_path / "jig.mid", [(6, 8, 0.0)])
+    _midi_with_meters(tmp_path / "march.mid", [(2, 4, 0.0)])
+    _midi_with_meters(tmp_path / "pickup.mid", [(1, 4, 0.0), (3, 4, 0.5)])  # a 1-beat pickup, then 3/4
+    _midi_with_meters(tmp_path / "odd.mid", [(7, 32, 0.0)])  # 3.5 steps a bar: off the grid
+    tunes, skipped = midi_tunes(tmp_path, meters="duple")
+    assert [t.meter for t in tunes] == ["2/4"]
+    assert skipped == {"meter 3/4": 2, "meter 6/8": 1, "meter 7/32": 1}
+    tunes, skipped = midi_tunes(tmp_path, meters="all")
+    by_name = {t.title: t for t in tunes}
+    assert sorted(by_name) == ["jig", "march", "pickup", "waltz"] and skipped == {"meter 7/32": 1}
+    assert by_name["jig"].meter == "6/8" and by_name["pickup"].meter == "3/4"
+    # Beats every 4 steps; the pickup's first beat is padded to a full 12-step bar.
+    assert np.flatnonzero(by_name["waltz"].events >= 2)[:4].tolist() == [0, 4, 8, 12]
+    assert np.flatnonzero(by_name["pickup"].events >= 2)[:4].tolist() == [8, 12, 16, 20]
+
+
+def test_report_counts_meters_and_the_cache_key_follows_the_extraction(tmp_path, monkeypatch):
+    (tmp_path / "in").mkdir()
+    for name, meter in [("a", (3, 4, 0.0)), ("b", (2, 4, 0.0)), ("c", (6, 8, 0.0))]:
+        _midi_with_meters(tmp_path / "in" / f"{name}.mid", [meter])
+    cache = tmp_path / "cache"
+    tunes, report = load_melodies(cache, [], str(tmp_path / "in"), meters="duple")
+    assert report["meters"] == {
+        "3/4": {"kept": 0, "skipped": 1, "windows": 0},
+        "2/4": {"kept": 1, "skipped": 0, "windows": tunes[0].num_windows},
+        "6/8": {"kept": 0, "skipped": 1, "windows": 0},
+    }
+    tunes, report = load_melodies(cache, [], str(tmp_path / "in"), meters="all")
+    assert report["tunes"] == 3 and all(row["skipped"] == 0 for row in report["meters"].values())
+    assert len(list(cache.glob("*.npz"))) == 2  # one cache per meters option
+    again, _ = load_melodies(cache, [], str(tmp_path / "in"), meters="all")
+    assert [t.events.tolist() for t in again] == [t.events.tolist() for t in tunes]
+    monkeypatch.setattr(corpus, "EXTRACTION_VERSION", corpus.EXTRACTION_VERSION + 1)
+    load_melodies(cache, [], str(tmp_path / "in"), meters="all")
+    import music21
+
+    monkeypatch.setattr(music21, "__version__", "0.0.0")
+    load_melodies(cache, [], str(tmp_path / "in"), meters="all")
+    assert len(list(cache.glob("*.npz"))) == 4  # a new extraction version or music21 version: a new cache
+
+
+def test_bad_meters_option_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"corpus\.meters: got 'triple'"):
+        load_melodies(tmp_path, ["miscFolk"], meters="triple")
+
+
+def test_extraction_logs_progress(caplog):
+    files = corpus.corpus_files(["ryansMammoth"])[:3]
+    with caplog.at_level(logging.INFO, logger="ddpm.music.corpus"):
+        tunes, records = corpus.extract_files(files, workers=2, meters="all")
+    assert len(records) >= 3 and tunes
+    assert any(m.startswith("corpus: parsed 3/3 tunes (100%), 3/3 files") for m in caplog.messages)

@@ -2,7 +2,12 @@
 
 Extraction (cached on first use): repeats expanded where the notation has them, ties merged,
 chords and voices reduced to their top note, a pickup bar padded with rest so bar lines fall on
-the grid, and only tunes with one meter whose bar divides the 32-step window (2/4, 4/4, 2/2...).
+the grid, and tunes with one meter. ``meters="all"`` puts every meter on the same 16th grid, cut
+into 32-step windows (the length of MusicVAE's 2-bar 4/4 window; a 3/4 window then starts on a
+bar line one time in three); ``meters="duple"`` keeps only meters whose bar divides 32 steps
+(2/4, 4/4, 2/2...). MusicVAE's own data converter is stricter still: it keeps 16-step bars only.
+ABC files go through ``ddpm.music.abc`` (music21's ABC tokens, no music21 streams: the same notes
+for over 10x less CPU); MusicXML and the rare ABC tune it declines through music21's full parse.
 Tunes are split into train/eval by title, so a tune that appears twice (in two collections, or
 twice in one) never lands on both sides.
 """
@@ -11,13 +16,18 @@ import hashlib
 import json
 import logging
 import re
-from concurrent.futures import ProcessPoolExecutor
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-from ddpm.music.events import STEPS_PER_QUARTER, WINDOW_STEPS, Note, notes_to_events, read_midi
+from ddpm.errors import ConfigError
+from ddpm.music import abc
+from ddpm.music.events import STEPS_PER_QUARTER, WINDOW_STEPS, Note, notes_to_events, read_midi_melody
 
 log = logging.getLogger(__name__)
 
@@ -44,46 +54,86 @@ class Tune:
         return len(self.events) // WINDOW_STEPS
 
 
+METERS = ("duple", "all")
+EXTRACTION_VERSION = 3  # bump when the events of a tune change, so that older caches are not reused
+
+
 def corpus_root() -> Path:
     import music21
 
     return Path(music21.__file__).parent / "corpus"
 
 
-def score_to_tune(score, source: str) -> tuple["Tune | None", str]:
-    """A music21 score -> (Tune, "ok") or (None, reason it was skipped)."""
+def check_meter(signatures: list, meters: str = "duple") -> tuple[object, str, str]:
+    """A tune's music21 time signatures -> (its one signature or None, meter label, "ok" or why it is skipped)."""
+    # music21 reads an ABC unit length written "L: 1/16" as a 1/16 meter: no real meter has numerator 1.
+    signatures = [ts for ts in signatures if ts.numerator != 1]
+    names = {ts.ratioString for ts in signatures}
+    if len(names) != 1:
+        return None, ("changing" if names else "none"), ("meter changes" if names else "no meter")
+    ts = signatures[0]
+    if not bar_fits(ts.barDuration.quarterLength * STEPS_PER_QUARTER, meters):
+        return None, ts.ratioString, f"meter {ts.ratioString}"
+    return ts, ts.ratioString, "ok"
+
+
+def bar_fits(bar_steps: float, meters: str) -> bool:
+    """Whether a bar of ``bar_steps`` 16th steps is kept: whole steps, and with "duple" dividing the window."""
+    if meters not in METERS:
+        raise ConfigError(f"corpus.meters: got {meters!r}; expected one of {list(METERS)}")
+    whole = bar_steps > 0 and bar_steps == int(bar_steps)
+    return whole and (meters == "all" or WINDOW_STEPS % int(bar_steps) == 0)
+
+
+def grid_tune(notes: list, first_bar, length, ts, title: str, source: str) -> tuple["Tune | None", str]:
+    """Notes [(onset, end, MIDI pitch)] in quarter notes -> a Tune on the 16th grid, its pickup bar padded."""
+    bar = ts.barDuration.quarterLength
+    # A pickup bar is shorter than a full bar: pad it with rest so later bar lines sit on the grid.
+    shift = bar - first_bar if first_bar is not None and first_bar < bar else 0.0
+    grid = []
+    for onset, end, pitch in notes:
+        start = round((float(onset) + shift) * STEPS_PER_QUARTER)
+        grid.append(Note(pitch, start, max(round((float(end) + shift) * STEPS_PER_QUARTER), start + 1)))
+    total = round((float(length) + shift) * STEPS_PER_QUARTER)  # includes trailing rests
+    events = notes_to_events(grid, max(total, max((n.end for n in grid), default=0)))
+    return events_to_tune(events, title, source, ts.ratioString)
+
+
+def score_to_tune(score, source: str, meters: str = "duple") -> tuple["Tune | None", str, str]:
+    """A music21 score -> (Tune or None, meter label, "ok" or the reason it was skipped)."""
     title = (score.metadata.title if score.metadata and score.metadata.title else "") or source
     part = score.parts[0] if score.parts else score
-    # music21 reads an ABC unit length written "L: 1/16" as a 1/16 meter: no real meter has numerator 1.
-    signatures = [ts for ts in part.recurse().getElementsByClass("TimeSignature") if ts.numerator != 1]
-    meters = {ts.ratioString for ts in signatures}
-    if len(meters) != 1:
-        return None, "meter changes" if meters else "no meter"
-    ts = signatures[0]
-    bar_steps = ts.barDuration.quarterLength * STEPS_PER_QUARTER
-    if bar_steps != int(bar_steps) or WINDOW_STEPS % int(bar_steps):
-        return None, f"meter {ts.ratioString}"
+    ts, label, reason = check_meter(list(part.recurse().getElementsByClass("TimeSignature")), meters)
+    if ts is None:
+        return None, label, reason
     try:
         part = part.expandRepeats()
     except Exception:  # noqa: BLE001 - malformed repeat marks: keep the notated order
         pass
     measures = list(part.getElementsByClass("Measure"))
-    # A pickup bar is shorter than a full bar: pad it with rest so later bar lines sit on the grid.
-    shift = 0.0
-    if measures and measures[0].duration.quarterLength < ts.barDuration.quarterLength:
-        shift = ts.barDuration.quarterLength - measures[0].duration.quarterLength
-    notes = []
-    for n in part.stripTies().flatten().notes:
-        if n.duration.quarterLength == 0:  # grace notes
-            continue
-        pitch = max(p.midi for p in n.pitches)  # top note of a chord
-        start = round((float(n.offset) + shift) * STEPS_PER_QUARTER)
-        end = round((float(n.offset + n.duration.quarterLength) + shift) * STEPS_PER_QUARTER)
-        notes.append(Note(pitch, start, max(end, start + 1)))
-    total = round((float(part.highestTime) + shift) * STEPS_PER_QUARTER)  # includes trailing rests
-    return events_to_tune(
-        notes_to_events(notes, max(total, max((n.end for n in notes), default=0))), title, source, ts.ratioString
-    )
+    notes = [
+        (n.offset, n.offset + n.duration.quarterLength, max(p.midi for p in n.pitches))  # top note of a chord
+        for n in part.stripTies().flatten().notes
+        if n.duration.quarterLength != 0  # grace notes
+    ]
+    first = measures[0].duration.quarterLength if measures else None
+    tune, reason = grid_tune(notes, first, part.highestTime, ts, title, source)
+    return tune, label, reason
+
+
+def abc_to_tune(handler, source: str, meters: str = "duple") -> tuple["Tune | None", str, str]:
+    """One ABC tune (a music21 ABCHandler) through ``ddpm.music.abc``, or music21's full parse where it declines."""
+    parsed = abc.melody(handler)
+    if parsed is None:
+        from music21.abcFormat import translate
+
+        return score_to_tune(translate.abcToStreamScore(handler), source, meters)
+    ts, label, reason = check_meter(parsed.signatures, meters)
+    if ts is None:
+        return None, label, reason
+    notes, first, length = parsed.flat()
+    tune, reason = grid_tune(notes, first, length, ts, parsed.title or source, source)
+    return tune, label, reason
 
 
 def events_to_tune(events: np.ndarray, title: str, source: str, meter: str) -> tuple["Tune | None", str]:
@@ -95,66 +145,105 @@ def events_to_tune(events: np.ndarray, title: str, source: str, meter: str) -> t
     return Tune(title, source, meter, events.astype(np.int8)), "ok"
 
 
-def _parse_file(path: str) -> tuple[list[Tune], dict[str, int]]:
-    """All tunes of one ABC/MusicXML file, and counts of skip reasons."""
+def _parse_file(path: str, meters: str = "duple") -> tuple[list[Tune], list[tuple[str, str]]]:
+    """All tunes of one ABC/MusicXML file, and (meter label, "ok" or why skipped) for each tune read."""
     from music21 import converter, stream
 
-    skipped: dict[str, int] = {}
+    name = f"{Path(path).parent.name}/{Path(path).name}"
     try:
-        parsed = converter.parse(path)
+        if path.endswith(".abc"):
+            scores, convert = abc.read_file(path), abc_to_tune
+        else:  # no pickle cache in music21's scratch folder: this stage has its own cache
+            parsed = converter.parse(path, forceSource=True, storePickle=False)
+            scores = parsed.scores if isinstance(parsed, stream.Opus) else [parsed]
+            convert = score_to_tune
     except Exception:  # noqa: BLE001 - music21 raises many kinds on bad files
-        return [], {"unparseable file": 1}
-    scores = parsed.scores if isinstance(parsed, stream.Opus) else [parsed]
-    tunes = []
+        return [], [("unknown", "unparseable file")]
+    tunes, records = [], []
     for i, score in enumerate(scores):
         try:
-            tune, reason = score_to_tune(score, f"{Path(path).parent.name}/{Path(path).name}#{i}")
+            tune, label, reason = convert(score, f"{name}#{i}", meters)
         except Exception:  # noqa: BLE001
-            tune, reason = None, "extraction error"
-        if tune is None:
-            skipped[reason] = skipped.get(reason, 0) + 1
-        else:
-            tunes.append(tune)
-    return tunes, skipped
+            tune, label, reason = None, "unknown", "extraction error"
+        tunes += [tune] if tune is not None else []
+        records.append((label, reason))
+    return tunes, records
 
 
-def extract_files(paths: list[Path], workers: int = 2) -> tuple[list[Tune], dict[str, int]]:
-    """Parse files in ``workers`` processes; tunes in file order."""
-    tunes, skipped = [], {}
-    with ProcessPoolExecutor(workers) as pool:
-        for file_tunes, file_skipped in pool.map(_parse_file, [str(p) for p in paths], chunksize=1):
-            tunes.extend(file_tunes)
-            for k, v in file_skipped.items():
-                skipped[k] = skipped.get(k, 0) + v
-    return tunes, skipped
+def extract_files(paths: list[Path], workers: int = 2, meters: str = "duple") -> tuple[list[Tune], list]:
+    """Parse files in ``workers`` processes, largest first, logging progress; tunes in file order."""
+    bar_fits(16, meters)  # a bad option fails here, not in every worker
+    results: list = [None] * len(paths)
+    counts = [_count_tunes(path) for path in paths]
+    progress = Progress("corpus: parsed", sum(counts), "tunes")
+    largest_first = sorted(range(len(paths)), key=lambda i: -paths[i].stat().st_size)
+    with ProcessPoolExecutor(max(1, workers)) as pool:
+        futures = {pool.submit(_parse_file, str(paths[i]), meters): i for i in largest_first}
+        for n, future in enumerate(as_completed(futures), 1):
+            results[futures[future]] = future.result()
+            progress.step(counts[futures[future]], f"{n}/{len(paths)} files")
+    progress.log(f"{len(paths)}/{len(paths)} files")
+    return [t for r in results for t in r[0]], [rec for r in results for rec in r[1]]
+
+
+def _count_tunes(path: Path) -> int:
+    """Tunes in a file, for progress: its ``X:`` reference numbers (music21 splits ABC files on them)."""
+    if path.suffix != ".abc":
+        return 1
+    return max(1, len(re.findall(rb"^X:", path.read_bytes(), re.MULTILINE)))
+
+
+class Progress:
+    """Logs "<what> n/total <unit> (p%), <extra>, t s" at most every ``every`` seconds (and by ``log``)."""
+
+    def __init__(self, what: str, total: int, unit: str, every: float = 5.0):
+        self.what, self.total, self.unit, self.every = what, total, unit, every
+        self.done, self.start = 0, time.perf_counter()
+        self.last = self.start
+
+    def step(self, n: int = 1, extra: str = "") -> None:
+        self.done += n
+        if time.perf_counter() - self.last >= self.every:
+            self.log(extra)
+
+    def log(self, extra: str = "") -> None:
+        self.last = time.perf_counter()
+        share = 100 * self.done / max(self.total, 1)
+        extra = f"{extra}, " if extra else ""
+        elapsed = self.last - self.start
+        log.info("%s %d/%d %s (%.0f%%), %s%.0f s", self.what, self.done, self.total, self.unit, share, extra, elapsed)
 
 
 def corpus_files(collections: list[str]) -> list[Path]:
     root = corpus_root()
     unknown = [c for c in collections if c not in COLLECTIONS]
     if unknown:
-        raise ValueError(f"unknown corpus collections {unknown}; choose from {sorted(COLLECTIONS)}")
+        raise ConfigError(f"corpus.collections: unknown {unknown}; choose from {sorted(COLLECTIONS)}")
     return [p for c in collections for p in sorted(root.glob(COLLECTIONS[c]))]
 
 
-def midi_tunes(folder: str | Path) -> tuple[list[Tune], dict[str, int]]:
+def midi_tunes(folder: str | Path, meters: str = "duple") -> tuple[list[Tune], dict[str, int]]:
     """Melodies from a folder of ``.mid``/``.midi`` files, through the same grid and meter rules."""
-    tunes, skipped = [], {}
+    tunes, records = _midi_tunes(folder, meters)
+    return tunes, dict(Counter(reason for _, reason in records if reason != "ok"))
+
+
+def _midi_tunes(folder: str | Path, meters: str) -> tuple[list[Tune], list[tuple[str, str]]]:
+    tunes, records = [], []
     for path in sorted(Path(folder).rglob("*.mid*")):
         try:
-            events, bar_steps = read_midi(path)
+            events, meter = read_midi_melody(path)
         except Exception:  # noqa: BLE001 - unreadable or empty MIDI file
-            skipped["unreadable midi"] = skipped.get("unreadable midi", 0) + 1
+            records.append(("unknown", "unreadable midi"))
             continue
-        if WINDOW_STEPS % bar_steps:
-            skipped[f"bar of {bar_steps} steps"] = skipped.get(f"bar of {bar_steps} steps", 0) + 1
+        numerator, denominator = (int(x) for x in meter.split("/"))
+        if not bar_fits(Fraction(numerator * 4 * STEPS_PER_QUARTER, denominator), meters):
+            records.append((meter, f"meter {meter}"))
             continue
-        tune, reason = events_to_tune(events, path.stem, str(path), f"{bar_steps} steps")
-        if tune is None:
-            skipped[reason] = skipped.get(reason, 0) + 1
-        else:
-            tunes.append(tune)
-    return tunes, skipped
+        tune, reason = events_to_tune(events, path.stem, str(path), meter)
+        tunes += [tune] if tune is not None else []
+        records.append((meter, reason))
+    return tunes, records
 
 
 def split_by_title(tunes: list[Tune], eval_fraction: float = 0.1, seed: int = 0) -> tuple[list[Tune], list[Tune]]:
@@ -173,28 +262,61 @@ def split_by_title(tunes: list[Tune], eval_fraction: float = 0.1, seed: int = 0)
 
 
 def load_melodies(
-    cache_dir: str | Path, collections: list[str] | None = None, midi_dir: str | None = None, workers: int = 2
+    cache_dir: str | Path,
+    collections: list[str] | None = None,
+    midi_dir: str | None = None,
+    workers: int = 2,
+    meters: str = "duple",
 ) -> tuple[list[Tune], dict]:
     """Tunes of ``collections`` (music21 corpus) plus ``midi_dir``, cached in ``cache_dir``.
 
-    Returns (tunes, report) where the report counts tunes, windows and skip reasons.
+    Args:
+        meters: "all" keeps every meter on the 16th grid; "duple" only meters whose bar divides 32 steps.
+
+    Returns (tunes, report): the report counts tunes, windows, skip reasons, and kept/skipped tunes
+    per meter ("none": no meter given; "changing": more than one).
     """
+    import music21
+
     collections = list(collections or [])
-    spec = json.dumps({"collections": collections, "midi_dir": str(midi_dir) if midi_dir else None, "v": 2})
+    bar_fits(16, meters)
+    key = {"collections": collections, "midi_dir": str(midi_dir) if midi_dir else None, "meters": meters}
+    spec = json.dumps({**key, "music21": music21.__version__, "v": EXTRACTION_VERSION})
     cache = Path(cache_dir) / f"melodies-{hashlib.sha256(spec.encode()).hexdigest()[:12]}.npz"
     if cache.exists():
         return _load_cache(cache)
-    tunes, skipped = extract_files(corpus_files(collections), workers) if collections else ([], {})
+    start = time.perf_counter()
+    tunes, records = extract_files(corpus_files(collections), workers, meters) if collections else ([], [])
     if midi_dir:
-        more, more_skipped = midi_tunes(midi_dir)
-        tunes += more
-        for k, v in more_skipped.items():
-            skipped[k] = skipped.get(k, 0) + v
+        more, more_records = _midi_tunes(midi_dir, meters)
+        tunes, records = tunes + more, records + more_records
+    skipped = dict(Counter(reason for _, reason in records if reason != "ok"))
     if not tunes:
-        raise ValueError(f"no usable melodies in collections {collections} / midi_dir {midi_dir}: skipped {skipped}")
-    report = {"tunes": len(tunes), "windows": sum(t.num_windows for t in tunes), "skipped": skipped, "spec": spec}
+        raise ConfigError(f"no usable melodies in collections {collections} / midi_dir {midi_dir}: skipped {skipped}")
+    report = {
+        "tunes": len(tunes),
+        "windows": sum(t.num_windows for t in tunes),
+        "skipped": skipped,
+        "meters": meter_counts(tunes, records),
+        "seconds": round(time.perf_counter() - start, 1),
+        "spec": spec,
+    }
+    log.info(
+        "corpus: %d tunes, %d windows in %.0f s; skipped %s", len(tunes), report["windows"], report["seconds"], skipped
+    )
     _save_cache(cache, tunes, report)
     return tunes, report
+
+
+def meter_counts(tunes: list[Tune], records: list[tuple[str, str]]) -> dict[str, dict[str, int]]:
+    """{meter: {"kept": tunes, "skipped": tunes, "windows": kept windows}}, most tunes first."""
+    counts: dict[str, dict[str, int]] = {}
+    for label, reason in records:
+        row = counts.setdefault(label, {"kept": 0, "skipped": 0, "windows": 0})
+        row["kept" if reason == "ok" else "skipped"] += 1
+    for tune in tunes:
+        counts[tune.meter]["windows"] += tune.num_windows
+    return dict(sorted(counts.items(), key=lambda kv: -(kv[1]["kept"] + kv[1]["skipped"])))
 
 
 def _save_cache(path: Path, tunes: list[Tune], report: dict) -> None:

@@ -93,10 +93,18 @@ def write_midi(events: np.ndarray, path: str | Path, qpm: float = 120.0, program
 
 
 def read_midi(path: str | Path) -> tuple[np.ndarray, int]:
-    """A MIDI file -> (events on the 16th grid, steps per bar).
+    """A MIDI file -> (events on the 16th grid, steps per bar; 0 where a bar is not a whole number of steps)."""
+    events, meter = read_midi_melody(path)
+    numerator, denominator = (int(x) for x in meter.split("/"))
+    steps, remainder = divmod(numerator * 4 * STEPS_PER_QUARTER, denominator)
+    return events, 0 if remainder else steps
+
+
+def read_midi_melody(path: str | Path) -> tuple[np.ndarray, str]:
+    """A MIDI file -> (events on the 16th grid, meter as "numerator/denominator").
 
     Takes the non-drum instrument with the most notes, reads the grid from its tempo map
-    (beats as MIDI quarter notes), and the bar from the first time signature (4/4 if none).
+    (beats as MIDI quarter notes), and the meter from the first time signature (4/4 if none).
     """
     import pretty_midi
 
@@ -114,6 +122,13 @@ def read_midi(path: str | Path) -> tuple[np.ndarray, int]:
         )
         for n in instrument.notes
     ]
-    ts = midi.time_signature_changes[0] if midi.time_signature_changes else None
-    steps_per_bar = 16 if ts is None else ts.numerator * STEPS_PER_QUARTER * 4 // ts.denominator
-    return notes_to_events(notes), steps_per_bar
+    signatures = sorted(midi.time_signature_changes, key=lambda ts: ts.time)
+    events = notes_to_events(notes)
+    if len(signatures) >= 2:  # a pickup written as a short first bar (3/4 tune: 1/4, then 3/4)?
+        pickup, meter = (ts.numerator * 4 * STEPS_PER_QUARTER / ts.denominator for ts in signatures[:2])
+        second = midi.time_to_tick(signatures[1].time) / ticks_per_step
+        if midi.time_to_tick(signatures[0].time) == 0 and pickup < meter and abs(second - pickup) < 0.01:
+            if meter - pickup == int(meter - pickup):  # pad it to a full bar, as the ABC path does
+                events, signatures = np.pad(events, (int(meter - pickup), 0)), signatures[1:]
+    ts = signatures[0] if signatures else None
+    return events, "4/4" if ts is None else f"{ts.numerator}/{ts.denominator}"
