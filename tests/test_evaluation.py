@@ -231,3 +231,26 @@ def test_evaluate_bad_values_are_user_errors(melody_run, tmp_path):
             cfg = compose("evaluate", overrides=[f"ckpt={run / 'last.ckpt'}", *overrides])
         with pytest.raises(UserError, match=message):
             evaluate(cfg)
+
+
+def test_prepare_reuses_its_folder_and_rebuilds_when_inputs_change(melody_run, tmp_path):
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    from ddpm.music.pipeline import prepare_melody_latents
+
+    root, _ = melody_run
+    latents = tmp_path / "latents"
+    shutil.copytree(root / "latents", latents)
+    corpus = OmegaConf.create(
+        {"collections": [], "midi_dir": str(root / "midi"), "cache_dir": str(root / "cache"), "eval_fraction": 0.3}
+    )
+    args = (latents, root / "vae.pt", corpus, None)
+    before = (latents / "report.json").stat().st_mtime_ns
+    report = prepare_melody_latents(*args, frames=4, shards=4, kl_threshold=0.0)
+    assert (latents / "report.json").stat().st_mtime_ns == before  # same inputs: reused
+    assert report["active_dims"] == 512
+    report = prepare_melody_latents(*args, frames=4, shards=2, kl_threshold=1e9)  # other inputs: rebuilt
+    assert report["inputs"]["kl_threshold"] == 1e9 and report["active_dims"] == 0
+    assert len(list(latents.glob("eval-*.tfrecord"))) == 2  # the old 4 shards are gone

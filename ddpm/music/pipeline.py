@@ -163,8 +163,24 @@ def prepare_melody_latents(
     """Run (or reuse) every stage; write ``{train,eval}-*.tfrecord``, ``active_dims.pkl``, ``report.json``."""
     out_dir = Path(out_dir)
     report_path = out_dir / "report.json"
+    inputs = {  # what the latents depend on: a folder made from other inputs is rebuilt, not reused
+        "collections": list(corpus.collections),
+        "midi_dir": str(corpus.get("midi_dir")) if corpus.get("midi_dir") else None,
+        "meters": corpus.get("meters", "duple"),
+        "eval_fraction": float(corpus.eval_fraction),
+        "split_seed": int(corpus.get("seed", 0)),
+        "musicvae": str(musicvae_path),
+        "frames": int(frames),
+        "shards": int(shards),
+        "kl_threshold": float(kl_threshold),
+    }
     if report_path.exists() and (out_dir / EVAL_EVENTS).exists():
-        return json.loads(report_path.read_text())
+        report = json.loads(report_path.read_text())
+        if report.get("inputs", inputs) == inputs:  # folders from before this check carry no inputs
+            return report
+        log.warning("%s was made from other inputs (%s); rebuilding it", out_dir, report.get("inputs"))
+        for stale in [report_path, out_dir / EVAL_EVENTS, *out_dir.glob("*.tfrecord")]:
+            stale.unlink()
     timings = {}
     start = time.perf_counter()
     tunes, corpus_report = load_melodies(
@@ -205,6 +221,7 @@ def prepare_melody_latents(
         counts[split] = {"tunes": len(split_tunes), "windows": int(len(mu)), "sequences": int(len(sequences))}
     timings["latents"] = time.perf_counter() - start
     report = {
+        "inputs": inputs,
         "corpus": corpus_report,
         "splits": counts,
         "active_dims": len(dims),
