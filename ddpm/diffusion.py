@@ -194,7 +194,6 @@ class GaussianDiffusion(nn.Module):
         nonzero = extract((t > 0).float(), torch.arange(t.shape[0], device=t.device), x_t.shape)
         return mean + nonzero * std * noise
 
-    @torch.inference_mode()  # measured 6% faster than no_grad for the UNet (benchmarks/sampling_speed.py)
     def sample_progressive(
         self,
         denoiser: Denoiser,
@@ -204,27 +203,16 @@ class GaussianDiffusion(nn.Module):
         known: Tensor | None = None,
         mask: Tensor | None = None,
     ) -> Iterator[tuple[int, Tensor]]:
-        """Yield ``(t, x_t)`` from x_T down to x_0 (t = -1 marks the final x_0).
+        """Yield ``(t, x_t)`` from x_T down to x_0 (t = -1 marks the final x_0): Algorithm 2.
 
         Infilling: where ``mask`` is 1, x_t is replaced by a forward sample of ``known`` at each
         step (the replacement method of Song et al. 2021 that Mittal et al. use), so the result
-        keeps ``known`` there and the model fills in the rest.
+        keeps ``known`` there and the model fills in the rest. The loop is ``AncestralSampler``'s
+        (``ddpm/samplers.py``), the one implementation of ancestral sampling.
         """
-        device = torch.device(device)
-        x = _randn(tuple(shape), generator, device)
-        batch = shape[0]
-        if (known is None) != (mask is None):
-            raise ValueError("infilling needs both `known` and `mask`")
-        for step in reversed(range(self.num_timesteps)):
-            t = torch.full((batch,), step, device=device, dtype=torch.long)
-            if known is not None:
-                x_known = self.q_sample(known, t, _randn(tuple(shape), generator, device))
-                x = mask * x_known + (1 - mask) * x
-            yield step, x
-            x = self.p_sample(denoiser, x, t, generator)
-        if known is not None:
-            x = mask * known + (1 - mask) * x
-        yield -1, x
+        from ddpm.samplers import AncestralSampler  # samplers build on this module
+
+        return AncestralSampler().sample_progressive(self, denoiser, shape, generator, device, known, mask)
 
     def sample(
         self,

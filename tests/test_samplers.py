@@ -159,15 +159,17 @@ def test_quadratic_spacing_is_the_ddim_papers():
 # ----- ancestral sampling -----
 @pytest.mark.parametrize("clip", [False, True])
 @pytest.mark.parametrize("condition", CONDITIONS)
-def test_ancestral_is_gaussian_diffusion_sample_draw_for_draw(condition, clip):
+def test_ancestral_visits_every_step_and_ends_on_the_kept_region(condition, clip):
+    # GaussianDiffusion.sample_progressive delegates here; its closed-form tests (test_diffusion.py)
+    # cover the values, this one the step order and the final paste.
     d = GaussianDiffusion(betas(30), time_condition=condition, clip_x_start=clip)
     net = gaussian_oracle(d, 0.3, 1.5, error=0.1)
     known, mask = torch.randn(3, 6, 2), (torch.arange(6) < 2).float()[None, :, None].expand(3, 6, 2)
     for infill in ({}, {"known": known, "mask": mask}):
         ours = trajectory(AncestralSampler(), d, net, (3, 6, 2), seed=5, **infill)
-        legacy = list(d.sample_progressive(net, (3, 6, 2), seed_gen(5), **infill))
-        assert [t for t, _ in ours] == [t for t, _ in legacy] == list(range(29, -2, -1))
-        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(ours, legacy))
+        assert [t for t, _ in ours] == list(range(29, -2, -1))
+        if infill:
+            torch.testing.assert_close(ours[-1][1][:, :2], known[:, :2], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("condition", CONDITIONS)
