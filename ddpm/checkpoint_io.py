@@ -6,7 +6,6 @@ import importlib
 import inspect
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ddpm.errors import UserError
+from ddpm.io.atomic import atomic_path
 
 # What a checkpoint's config may build: classes from these modules, functions only from SAFE_FUNCTIONS.
 SAFE_TARGETS = (
@@ -25,8 +25,12 @@ SAFE_TARGETS = (
     "ddpm.samplers.",
     "ddpm.callbacks.",
     "ddpm.checkpoint_io.",
+    "ddpm.codecs.",
+    "ddpm.music.corpus.",
     "ddpm.music.musicvae.",
+    "ddpm.music.prepare.",
     "ddpm.music.vae_module.",
+    "ddpm.music.vae_training.",
     "torch.optim.",
     "lightning.Trainer",
     "lightning.pytorch.callbacks.",
@@ -88,21 +92,10 @@ def _safe_target(target: Any) -> bool:
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace`` onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """``torch.save`` onto ``path`` atomically (``ddpm.io.atomic``)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -114,9 +107,3 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None):
         """Resume reads like ``sample.py``: never unpickles code (``weights_only`` is always on)."""
         return read_checkpoint(path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -260,7 +260,7 @@ def test_bad_meters_option_is_a_config_error(tmp_path):
 
 def test_extraction_logs_progress(caplog):
     files = corpus.corpus_files(["ryansMammoth"])[:3]
-    with caplog.at_level(logging.INFO, logger="ddpm.music.corpus"):
+    with caplog.at_level(logging.INFO, logger="ddpm.progress"):
         tunes, records = corpus.extract_files(files, workers=2, meters="all")
     assert len(records) >= 3 and tunes
     assert any(m.startswith("corpus: parsed 3/3 tunes (100%), 3/3 files") for m in caplog.messages)

@@ -26,8 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from ddpm.errors import ConfigError
+from ddpm.io.atomic import atomic_path
 from ddpm.music import abc
 from ddpm.music.events import STEPS_PER_QUARTER, WINDOW_STEPS, Note, notes_to_events, read_midi_melody
+from ddpm.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -193,27 +195,6 @@ def _count_tunes(path: Path) -> int:
     return max(1, len(re.findall(rb"^X:", path.read_bytes(), re.MULTILINE)))
 
 
-class Progress:
-    """Logs "<what> n/total <unit> (p%), <extra>, t s" at most every ``every`` seconds (and by ``log``)."""
-
-    def __init__(self, what: str, total: int, unit: str, every: float = 5.0):
-        self.what, self.total, self.unit, self.every = what, total, unit, every
-        self.done, self.start = 0, time.perf_counter()
-        self.last = self.start
-
-    def step(self, n: int = 1, extra: str = "") -> None:
-        self.done += n
-        if time.perf_counter() - self.last >= self.every:
-            self.log(extra)
-
-    def log(self, extra: str = "") -> None:
-        self.last = time.perf_counter()
-        share = 100 * self.done / max(self.total, 1)
-        extra = f"{extra}, " if extra else ""
-        elapsed = self.last - self.start
-        log.info("%s %d/%d %s (%.0f%%), %s%.0f s", self.what, self.done, self.total, self.unit, share, extra, elapsed)
-
-
 def corpus_files(collections: list[str]) -> list[Path]:
     root = corpus_root()
     unknown = [c for c in collections if c not in COLLECTIONS]
@@ -320,17 +301,15 @@ def meter_counts(tunes: list[Tune], records: list[tuple[str, str]]) -> dict[str,
 
 
 def _save_cache(path: Path, tunes: list[Tune], report: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = [{k: v for k, v in asdict(t).items() if k != "events"} for t in tunes]
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(
-        tmp,
-        events=np.concatenate([t.events for t in tunes]),
-        lengths=np.array([len(t.events) for t in tunes]),
-        meta=json.dumps(meta),
-        report=json.dumps(report),
-    )
-    tmp.replace(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: numpy adds no suffix
+        np.savez_compressed(
+            f,
+            events=np.concatenate([t.events for t in tunes]),
+            lengths=np.array([len(t.events) for t in tunes]),
+            meta=json.dumps(meta),
+            report=json.dumps(report),
+        )
 
 
 def _load_cache(path: Path) -> tuple[list[Tune], dict]:
@@ -338,3 +317,48 @@ def _load_cache(path: Path) -> tuple[list[Tune], dict]:
     meta, report = json.loads(str(data["meta"])), json.loads(str(data["report"]))
     chunks = np.split(data["events"], np.cumsum(data["lengths"])[:-1])
     return [Tune(m["title"], m["source"], m["meter"], e) for m, e in zip(meta, chunks)], report
+
+
+class Corpus:
+    """The melodies a chain is trained on (the ``corpus`` config group): collections of the music21
+    corpus plus a folder of the user's MIDI files, cached in ``cache_dir``, split by title.
+
+    Args:
+        collections: music21 corpus collections (see ``COLLECTIONS``).
+        midi_dir: a folder of ``.mid`` files extracted the same way (``None``: none).
+        cache_dir: where the extracted tunes are cached (keyed by this spec and music21's version).
+        eval_fraction: share of titles held out; seed: the split's seed.
+        workers: parser processes; meters: "duple" or "all" (see ``bar_fits``).
+    """
+
+    def __init__(
+        self,
+        collections: list[str],
+        midi_dir: str | None = None,
+        cache_dir: str = "data/cache",
+        eval_fraction: float = 0.1,
+        seed: int = 0,
+        workers: int = 2,
+        meters: str = "duple",
+    ):
+        bar_fits(16, meters)  # checks the value
+        self.collections = [str(c) for c in collections]
+        self.midi_dir = str(midi_dir) if midi_dir else None
+        self.cache_dir, self.eval_fraction, self.seed = Path(cache_dir), float(eval_fraction), int(seed)
+        self.workers, self.meters = int(workers), meters
+
+    def spec(self) -> dict:
+        """What the tunes and their split depend on (recorded in a latent folder's manifest)."""
+        return {
+            "collections": self.collections,
+            "midi_dir": self.midi_dir,
+            "meters": self.meters,
+            "eval_fraction": self.eval_fraction,
+            "split_seed": self.seed,
+        }
+
+    def split(self) -> tuple[list[Tune], list[Tune], dict]:
+        """(train tunes, eval tunes, report): extracted once, then read from the cache."""
+        tunes, report = load_melodies(self.cache_dir, self.collections, self.midi_dir, self.workers, self.meters)
+        train, evals = split_by_title(tunes, self.eval_fraction, self.seed)
+        return train, evals, report

@@ -112,6 +112,6 @@ def write_piano_roll(melodies: list[np.ndarray], path: str | Path, titles: list[
     fig = piano_roll_figure(melodies, titles)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=80, format="png")
     plt.close(fig)
     return path

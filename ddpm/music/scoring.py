@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ddpm.io.atomic import atomic_path, atomic_write_text
 from ddpm.metrics import frechet_distance, mmd_rbf
 from ddpm.music.events import events_to_notes
 from ddpm.music.similarity import bootstrap_consistency_variance, consistency_variance, piece_overlaps
@@ -135,8 +136,8 @@ def write_table(rows: list[dict], out_dir: str | Path, meta: dict) -> dict[str, 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"md": out_dir / "table.md", "json": out_dir / "table.json", "png": out_dir / "overlaps.png"}
-    files["md"].write_text(table_markdown(rows))
-    files["json"].write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    atomic_write_text(files["md"], table_markdown(rows))
+    atomic_write_text(files["json"], json.dumps({"meta": meta, "rows": rows}, indent=1))
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len(rows) + 1.5), sharey=True)
     for k, (ax, feature) in enumerate(zip(axes, ("pitch", "duration"))):
         data = [[o[k] for o in r["overlaps"] if o[k] is not None] for r in rows]
@@ -146,6 +147,7 @@ def write_table(rows: list[dict], out_dir: str | Path, meta: dict) -> dict[str, 
     axes[0].set_yticks(range(1, len(rows) + 1), [r["set"] for r in rows])
     axes[0].invert_yaxis()
     fig.tight_layout()
-    fig.savefig(files["png"], dpi=100)
+    with atomic_path(files["png"]) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return files

@@ -5,16 +5,13 @@ folder, then ``os.replace``), so a download never sees half a file, and two requ
 folder, so they cannot overwrite each other.
 """
 
-import contextlib
-import os
 import re
-import tempfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from ddpm.io.atomic import atomic_path
 from ddpm.music.events import write_midi
 from ddpm.music.render import render_audio
 
@@ -27,18 +24,6 @@ def new_folder(out_dir: Path, kind: str) -> Path:
     folder = out_dir / f"{kind}-{uuid.uuid4().hex[:12]}"
     folder.mkdir(parents=True)
     return folder
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` to write to; renamed onto ``path`` when the block succeeds."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def write_melody(folder: Path, name: str, events: np.ndarray, qpm: float, seconds: float) -> dict[str, Path]:

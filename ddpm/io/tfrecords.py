@@ -20,6 +20,7 @@ from tfrecord import example_pb2
 from tfrecord.writer import TFRecordWriter
 
 from ddpm.errors import UserError
+from ddpm.io.atomic import atomic_path
 
 
 class RecordError(UserError, ValueError):
@@ -94,16 +95,13 @@ def read_latents(path: str | Path, input_shape: Sequence[int] | None = None) -> 
 
 def write_latents(path: str | Path, latents: np.ndarray) -> Path:
     """Write ``[N, *shape]`` latents as one TFRecord file in Mittal's format (``inputs``, ``input_shape``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     latents = np.asarray(latents, dtype=np.float32)
     shape = [int(s) for s in latents.shape[1:]]
-    tmp = path.with_name(path.name + ".tmp")
-    writer = TFRecordWriter(str(tmp))
-    try:
-        for x in latents:
-            writer.write({"inputs": (x.ravel().tolist(), "float"), "input_shape": (shape, "int")})
-    finally:
-        writer.close()
-    tmp.replace(path)
-    return path
+    with atomic_path(path) as tmp:
+        writer = TFRecordWriter(str(tmp))
+        try:
+            for x in latents:
+                writer.write({"inputs": (x.ravel().tolist(), "float"), "input_shape": (shape, "int")})
+        finally:
+            writer.close()
+    return Path(path)
