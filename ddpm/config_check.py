@@ -108,6 +108,8 @@ def _lookup(node: Any, key: str) -> tuple[bool, Any]:
 
 def _unset(value: Any) -> bool:
     """None, a missing value (``???``) or an interpolation (``${...}``): nothing to check."""
+    if isinstance(value, list):  # e.g. input_shape: [${prepare.frames}, ...]
+        return any(_unset(v) for v in value)
     return value is None or (isinstance(value, str) and (value == "???" or "${" in value))
 
 
@@ -118,7 +120,7 @@ def check_values(cfg: DictConfig | dict) -> None:
         name = key.rsplit(".", 1)[-1]
         if _unset(value):
             continue
-        if name in LOOSE and key.startswith(("trainer.", "data.vae.trainer.")):
+        if name in LOOSE and key.startswith(("trainer.", "prepare.musicvae.trainer.")):
             expected = _lightning(name, value)
             if expected:
                 raise ConfigError(f"{key}={value!r}: expected {expected}")

@@ -16,10 +16,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ddpm.codecs.melodies import MelodyCodec
 from ddpm.errors import UserError
+from ddpm.music.prepare import MANIFEST, read_eval_events
 from ddpm.music.scoring import MelodySet, score_sets, table_markdown, write_table
 from ddpm.music.similarity import consistency_variance, piece_overlaps
-from ddpm.sampling import load_checkpoint, restore
+from ddpm.sampling import eval_latents, load_checkpoint, restore
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +61,14 @@ def _check(cfg: DictConfig) -> None:
         raise UserError(f"device={cfg.device}: no CUDA device is available here (use device=cpu)")
 
 
-def build_sets(cfg: DictConfig, module, dm, sampler) -> tuple[MelodySet, list[MelodySet], dict]:
-    """Ground truth and every other row's melodies (and latents), drawn with ``cfg.seed``."""
-    events, _ = dm.eval_melodies()
-    latents = dm.read_split("eval", sliced=False)  # [N, frames, 512]: the stored means
-    if len(events) != len(latents):
-        raise UserError(f"{dm.dir}: {len(events)} eval melodies but {len(latents)} eval records; re-run prepare")
+def build_sets(
+    cfg: DictConfig, module, codec, events: np.ndarray, latents: np.ndarray, sampler
+) -> tuple[MelodySet, list[MelodySet], dict]:
+    """Ground truth and every other row's melodies (and latents), drawn with ``cfg.seed``.
+
+    ``events`` ``[N, frames * 32]`` are the eval sequences from the corpus and ``latents``
+    ``[N, frames, 512]`` their stored MusicVAE means; ``codec`` is the run's melody codec.
+    """
     n = int(cfg.n)
     order = np.random.default_rng(cfg.split_seed).permutation(len(events))
     if len(order) < n + 4:
@@ -82,24 +86,24 @@ def build_sets(cfg: DictConfig, module, dm, sampler) -> tuple[MelodySet, list[Me
     sets.append(MelodySet("real vs real", events[draws[0]], latents[draws[0]], f"{len(draws)} draws", repeats))
 
     full = latents[gt_idx]
-    sets.append(MelodySet("MusicVAE recon (full mu)", dm.melodies_from_latents(full), full))
-    active = dm.decode(dm.to_model_space(full), cfg.seed)
-    sets.append(MelodySet("MusicVAE recon (active dims)", dm.melodies_from_latents(active), active))
+    sets.append(MelodySet("MusicVAE recon (full mu)", codec.melodies_from_latents(full), full))
+    active = codec.decode(codec.to_model(full), cfg.seed)
+    sets.append(MelodySet("MusicVAE recon (active dims)", codec.melodies_from_latents(active), active))
     prior = rng.standard_normal(full.shape).astype(np.float32)
-    sets.append(MelodySet("prior N(0, I)", dm.melodies_from_latents(prior), prior))
+    sets.append(MelodySet("prior N(0, I)", codec.melodies_from_latents(prior), prior))
 
     generator = torch.Generator().manual_seed(int(cfg.seed))
     start = time.perf_counter()
     x = module.sample(n, generator, batch_size=cfg.batch_size, sampler=sampler)
     timings["ddpm"] = time.perf_counter() - start
-    generated = dm.decode(x, cfg.seed)
-    sets.append(MelodySet("DDPM", dm.melodies_from_latents(generated), generated, _sampler_name(cfg)))
+    generated = codec.decode(x, cfg.seed)
+    sets.append(MelodySet("DDPM", codec.melodies_from_latents(generated), generated, _sampler_name(cfg)))
 
     if cfg.infill:
         a, b = infill_frames(full.shape[1])
         keep = np.ones(full.shape[1], bool)
         keep[a:b] = False
-        known = dm.to_model_space(full)
+        known = codec.to_model(full)
         mask = torch.ones_like(known)
         mask[:, a:b] = 0
         infillers = [("DDPM infilling", sampler, _sampler_name(cfg))]
@@ -109,15 +113,30 @@ def build_sets(cfg: DictConfig, module, dm, sampler) -> tuple[MelodySet, list[Me
             start = time.perf_counter()
             x = module.sample(n, generator, batch_size=cfg.batch_size, known=known, mask=mask, sampler=infiller)
             timings[name] = time.perf_counter() - start
-            filled = dm.decode(x, cfg.seed)
+            filled = codec.decode(x, cfg.seed)
             filled[:, keep] = full[:, keep]  # kept frames: the true originals, all dims
-            sets.append(MelodySet(name, dm.melodies_from_latents(filled), filled, f"frames {a}-{b - 1}; {note}"))
+            sets.append(MelodySet(name, codec.melodies_from_latents(filled), filled, f"frames {a}-{b - 1}; {note}"))
         interp = interpolate_middle(full, a, b)
-        sets.append(MelodySet("interpolation (slerp)", dm.melodies_from_latents(interp), interp, f"frames {a}-{b - 1}"))
+        sets.append(
+            MelodySet("interpolation (slerp)", codec.melodies_from_latents(interp), interp, f"frames {a}-{b - 1}")
+        )
         middle = full.copy()
         middle[:, a:b] = rng.standard_normal(middle[:, a:b].shape)
-        sets.append(MelodySet("prior middle", dm.melodies_from_latents(middle), middle, f"frames {a}-{b - 1}"))
+        sets.append(MelodySet("prior middle", codec.melodies_from_latents(middle), middle, f"frames {a}-{b - 1}"))
     return gt, sets, timings
+
+
+def check_same_musicvae(folder: str, own: str) -> None:
+    """Ground truth from another latent folder (``eval_dir``) must come from the run's MusicVAE."""
+    if Path(folder).resolve() == Path(own).resolve():
+        return
+    digests = []
+    for path in (Path(folder) / MANIFEST, Path(own) / MANIFEST):
+        if not path.is_file():
+            raise UserError(f"eval_dir={folder}: {path} not found (a folder made by python prepare.py)")
+        digests.append(json.loads(path.read_text())["inputs"].get("musicvae_sha256"))
+    if digests[0] != digests[1]:
+        raise UserError(f"eval_dir={folder}: made with another MusicVAE ({digests[0]}) than the run's ({digests[1]})")
 
 
 def _sampler_name(cfg: DictConfig) -> str:
@@ -131,33 +150,51 @@ def evaluate(cfg: DictConfig) -> dict[str, Path]:
     _check(cfg)
     ckpt_path = Path(cfg.ckpt)
     ckpt = load_checkpoint(ckpt_path)
-    module, dm = restore(ckpt, ckpt_path)
-    if not hasattr(dm, "eval_melodies"):
-        raise UserError(f"{ckpt_path}: evaluate.py scores melody runs (data=melody); this run used {type(dm).__name__}")
+    module, codec = restore(ckpt, ckpt_path)
+    if not isinstance(codec, MelodyCodec):
+        raise UserError(
+            f"{ckpt_path}: evaluate.py scores melody runs (data=melody); this run's codec is a {type(codec).__name__}"
+        )
+    folder = cfg.get("eval_dir") or ckpt["run_config"]["data"]["dir"]
+    check_same_musicvae(folder, ckpt["run_config"]["data"]["dir"])
+    events, _, meters = read_eval_events(folder, with_meters=True)
+    latents = eval_latents(ckpt["run_config"], folder=folder)  # [N, frames, 512]: the stored means
+    if len(events) != len(latents):
+        raise UserError(f"{folder}: {len(events)} eval melodies but {len(latents)} eval records; run prepare.py again")
+    if cfg.get("eval_meters"):  # score against the eval sequences of these meters only
+        keep = np.isin(meters, [str(m) for m in cfg.eval_meters])
+        if not keep.any():
+            raise UserError(
+                f"eval_meters={list(cfg.eval_meters)}: no eval sequences there (meters: {sorted(set(meters))})"
+            )
+        events, latents = events[keep], latents[keep]
     if cfg.get("sigma"):  # sampling-time choices, for measuring them on one trained model
         module.diffusion.set_sigma(cfg.sigma)
     if cfg.get("temperature") is not None:
-        dm.temperature = float(cfg.temperature)
+        codec.temperature = float(cfg.temperature)
     module.to(torch.device(cfg.device))
-    dm.musicvae.to(torch.device(cfg.device))
+    codec.to(torch.device(cfg.device))
     sampler = instantiate(cfg.sampler)
     start = time.perf_counter()
-    gt, sets, timings = build_sets(cfg, module, dm, sampler)
-    rows = score_sets(sets, gt, dm.slice_dims, int(cfg.bootstrap), int(cfg.seed))
+    gt, sets, timings = build_sets(cfg, module, codec, events, latents, sampler)
+    rows = score_sets(sets, gt, codec.space.dims, int(cfg.bootstrap), int(cfg.seed))
     name = cfg.get("name") or f"{ckpt_path.stem}_seed{cfg.seed}"
     out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else ckpt_path.parent / "eval" / name
     meta = {
         "checkpoint": str(ckpt_path.resolve()),
+        "eval_dir": str(folder),
+        "eval_meters": list(cfg.eval_meters) if cfg.get("eval_meters") else None,
+        "eval_sequences": len(events),
         "epoch": ckpt.get("epoch"),
         "n": int(cfg.n),
         "seed": int(cfg.seed),
         "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
         "sigma": module.diffusion.sigma,
-        "temperature": dm.temperature,
+        "temperature": codec.temperature,
         "time_condition": module.diffusion.time_condition,
         "sampling_seconds": {k: round(v, 2) for k, v in timings.items()},
         "total_seconds": round(time.perf_counter() - start, 1),
-        "active_dims": len(dm.slice_dims),
+        "active_dims": len(codec.space.dims),
     }
     files = write_table(rows, out_dir, meta)
     print(table_markdown(rows))

@@ -1,4 +1,4 @@
-"""Export a training checkpoint for shipping: the EMA weights, the config and the data statistics.
+"""Export a training checkpoint for shipping: the EMA weights, the config and the codec state.
 
     python -m ddpm.export outputs/<run>/last.ckpt checkpoints/melody.ckpt [--musicvae checkpoints/musicvae.pt]
 
@@ -41,24 +41,23 @@ def export_checkpoint(src: str | Path, dst: str | Path, musicvae: str | Path | N
             run's path otherwise, often absolute and machine-specific).
     """
     from ddpm.checkpoint_io import atomic_save
+    from ddpm.legacy import upgrade_checkpoint
     from ddpm.sampling import load_checkpoint, restore
 
     src, dst = Path(src), Path(dst)
-    ckpt = load_checkpoint(src)  # a CheckpointError is a UserError
+    ckpt = upgrade_checkpoint(load_checkpoint(src))  # a CheckpointError is a UserError
     run_config = copy.deepcopy(ckpt["run_config"])
     run_config["module"]["ema_decay"] = None  # the single denoiser already holds the EMA weights
     if musicvae is not None:
-        if "musicvae" not in run_config.get("data", {}):
-            raise UserError(f"--musicvae given, but {src} is not a melody model (its data config has no musicvae)")
+        if "musicvae" not in run_config.get("codec", {}):
+            raise UserError(f"--musicvae given, but {src} is not a melody model (its codec has no musicvae)")
         if not Path(musicvae).is_file():
             raise UserError(f"--musicvae {musicvae}: no such file (expected a MusicVAE checkpoint)")
-        run_config["data"]["musicvae"] = str(musicvae)
-    data_key = str(run_config.get("data", {}).get("_target_", "")).rsplit(".", 1)[-1]
+        run_config["codec"]["musicvae"] = str(musicvae)
     exported = {k: ckpt[k] for k in KEPT if k in ckpt}
     exported["state_dict"] = sampling_state_dict(ckpt["state_dict"])
     exported["run_config"] = run_config
-    if data_key and ckpt.get(data_key) is not None:
-        exported[data_key] = copy.deepcopy(ckpt[data_key])
+    exported["codec"] = copy.deepcopy(ckpt.get("codec"))
     exported["exported_from"] = {"path": str(src), "size_bytes": src.stat().st_size}
     atomic_save(exported, dst)
 

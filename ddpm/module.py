@@ -53,6 +53,8 @@ class DiffusionModule(L.LightningModule):
         seed: seed of the training steps and noise: batch ``b`` of epoch ``e`` on rank ``r`` draws
             from ``step_seed(seed, r, e, b)``, so ranks differ, resumed runs repeat, and nothing
             depends on what else used the global RNG before training.
+        codec: turns samples into files (``ddpm.codecs``); its state (shape, latent statistics) is
+            saved in every checkpoint under ``codec``, so sampling needs no data.
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class DiffusionModule(L.LightningModule):
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         ema_decay: float | None = 0.999,
         seed: int = 0,
+        codec=None,
     ):
         super().__init__()
         self.denoiser = denoiser
@@ -72,13 +75,22 @@ class DiffusionModule(L.LightningModule):
         self.ema_decay = ema_decay
         self.ema = copy.deepcopy(denoiser).requires_grad_(False) if ema_decay is not None else None
         self.seed = seed
+        self.codec = codec
+        self._compiled: Callable | None = None
         # Sums and counts over all ranks, so each eval record weighs once; NaN is kept, not skipped.
         self.val_loss = MeanMetric(nan_strategy="disable")
         self._train_loss: Tensor | None = None
 
     @property
     def sampling_denoiser(self) -> nn.Module:
+        if self._compiled is not None:
+            return self._compiled
         return self.ema if self.ema is not None else self.denoiser
+
+    def compile_sampling(self) -> None:
+        """Sample through ``torch.compile`` of the sampling network (pays off for long runs)."""
+        # object.__setattr__: a plain attribute, not a submodule, so state_dict keeps its keys
+        object.__setattr__(self, "_compiled", torch.compile(self.sampling_denoiser))
 
     def training_generator(self, batch_idx: int) -> torch.Generator:
         """The generator of this batch's steps and noise, on this rank (see ``seed``)."""
@@ -114,6 +126,10 @@ class DiffusionModule(L.LightningModule):
         loss = self.diffusion.loss(self.sampling_denoiser, batch, t=t, noise=noise, generator=generator)
         self.val_loss.update(loss)
         self.log("val/loss", self.val_loss, prog_bar=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.codec is not None:
+            checkpoint["codec"] = self.codec.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Resuming with another model's checkpoint: one line naming the first mismatch, not a traceback.

@@ -1,4 +1,4 @@
-"""``sample(cfg)``: rebuild a trained model from its checkpoint and write samples with a record."""
+"""``sample(cfg)``: rebuild a trained model and its codec from the checkpoint and write samples with a record."""
 
 import json
 import time
@@ -14,9 +14,11 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ddpm.checkpoint_io import CheckpointError, check_targets, read_checkpoint
 from ddpm.errors import ConfigError, MissingFileError, UserError
+from ddpm.io.atomic import atomic_write_text
+from ddpm.legacy import upgrade_checkpoint
 from ddpm.training import build_model
 
-__all__ = ["CheckpointError", "infill_inputs", "load_checkpoint", "restore", "sample"]
+__all__ = ["CheckpointError", "eval_latents", "infill_inputs", "load_checkpoint", "restore", "sample"]
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -30,20 +32,23 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"{path} lacks {missing}: it was not written by this project's train.py")
     if not isinstance(ckpt["run_config"], dict) or not isinstance(ckpt["state_dict"], dict):
         raise CheckpointError(f"{path}: run_config and state_dict must be mappings: it was not written by train.py")
+    ckpt = upgrade_checkpoint(ckpt)  # a checkpoint from before codecs reads as today's (plain values only)
     check_targets(ckpt["run_config"], path)
     return ckpt
 
 
 def restore(ckpt: dict, path: str | Path = "<checkpoint>"):
-    """(module, datamodule) rebuilt from a loaded checkpoint, weights and data statistics restored."""
+    """(module, codec) rebuilt from a loaded checkpoint: weights and the codec's state (sample shape,
+    latent statistics) restored. Nothing of the training data is read."""
+    ckpt = upgrade_checkpoint(ckpt)
     check_targets(ckpt["run_config"], path)
+    if "codec" not in ckpt or "codec" not in ckpt["run_config"]:
+        raise CheckpointError(f"{path} lacks the codec state: it was not written by this project's train.py")
     try:
         run_cfg = OmegaConf.create(ckpt["run_config"])
-        datamodule = instantiate(run_cfg.data)
-        dm_state = ckpt.get(type(datamodule).__qualname__)
-        if dm_state:
-            datamodule.load_state_dict(dm_state)
-        module = build_model(run_cfg, datamodule)
+        codec = instantiate(run_cfg.codec)
+        codec.load_state_dict(ckpt["codec"])
+        module = build_model(run_cfg, codec)
     except CheckpointError:
         raise
     except (InstantiationException, OmegaConfBaseException, UserError, KeyError, TypeError, ValueError) as e:
@@ -54,7 +59,21 @@ def restore(ckpt: dict, path: str | Path = "<checkpoint>"):
     except (RuntimeError, TypeError, AttributeError) as e:
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise CheckpointError(f"{path} does not match the model its config describes: {first}") from e
-    return module, datamodule
+    return module, codec
+
+
+def eval_latents(run_config: dict, n: int | None = None, folder: str | None = None) -> np.ndarray:
+    """The run's eval sequences as original latents ``[N, frames, dim]`` (the stored means), read from
+    its latent folder (or ``folder``, made with the same MusicVAE) with the run's own data config."""
+    try:
+        data = OmegaConf.create(run_config)["data"]
+        if folder is not None:
+            data.dir = str(folder)
+        datamodule = instantiate(data)
+        latents = datamodule.read_split("eval", sliced=False)
+    except FileNotFoundError as e:
+        raise MissingFileError(f"the run's eval sequences are gone ({e}); run `python prepare.py` again") from e
+    return latents if n is None else latents[:n]
 
 
 def check_sample_args(cfg: DictConfig) -> None:
@@ -106,36 +125,31 @@ def midi_melody(path: str | Path, steps: int) -> np.ndarray:
     return np.resize(events, steps) if len(events) < steps else events[:steps]
 
 
-def infill_inputs(datamodule, frames, n: int, midi: str | None = None) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+def infill_inputs(
+    codec, frames, n: int, midi: str | None = None, run_config: dict | None = None
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """(known, mask, originals) for infilling frames ``[start, end)``.
 
     ``known`` is model space ``[n, frames, kept]``; ``originals`` the same sequences in the original
-    latent space with every dimension (the stored means): the first ``n`` eval sequences, or ``n``
-    copies of the melody of the MIDI file ``midi`` encoded with the run's MusicVAE.
+    latent space with every dimension (the stored means): the first ``n`` eval sequences of the run
+    (``run_config``), or ``n`` copies of the melody of the MIDI file ``midi`` encoded with the run's MusicVAE.
     """
-    if len(datamodule.sample_shape) != 2:
-        raise ConfigError(
-            f"infill needs sequence data [frames, dims]; this model's samples are {datamodule.sample_shape}"
-        )
+    if len(codec.sample_shape) != 2:
+        raise ConfigError(f"infill needs sequence data [frames, dims]; this model's samples are {codec.sample_shape}")
     start, end = (int(f) for f in frames)
-    length = datamodule.sample_shape[0]
+    length = codec.sample_shape[0]
     if not 0 <= start < end <= length:
         raise ConfigError(f"infill=[{start},{end}]: expected 0 <= start < end <= {length} (the model's frames)")
     if midi is not None:
-        if not hasattr(datamodule, "encode_latents"):
-            raise ConfigError(f"infill_midi={midi}: this model is not a melody model ({type(datamodule).__name__})")
+        if not hasattr(codec, "encode_latents"):
+            raise ConfigError(f"infill_midi={midi}: this model is not a melody model ({type(codec).__name__})")
         melody = midi_melody(midi, length * 32)
-        originals = np.repeat(datamodule.encode_latents(melody[None]), n, axis=0)
+        originals = np.repeat(codec.encode_latents(melody[None]), n, axis=0)
     else:
-        try:
-            originals = datamodule.read_split("eval", sliced=False)[:n]
-        except FileNotFoundError as e:
-            raise MissingFileError(
-                f"infill: the run's eval sequences are gone ({e}); use infill_midi=<file.mid>"
-            ) from e
+        originals = eval_latents(run_config, n)
         if len(originals) < n:
             raise ConfigError(f"infill with n={n}: expected n <= {len(originals)}, the eval sequences there are")
-    known = datamodule.to_model_space(originals)
+    known = codec.to_model(originals)
     mask = torch.ones_like(known)
     mask[:, start:end] = 0  # 0: regenerate, 1: keep
     return known, mask, originals
@@ -146,18 +160,20 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
     check_sample_args(cfg)
     ckpt_path = Path(cfg.ckpt)
     ckpt = load_checkpoint(ckpt_path)
-    module, datamodule = restore(ckpt, ckpt_path)
+    module, codec = restore(ckpt, ckpt_path)
     device = torch.device(cfg.device)
     module.to(device)
     if cfg.get("compile"):  # x1.45 for the UNet on CPU after ~30 s of compilation (README benchmarks)
-        module.ema = torch.compile(module.sampling_denoiser)
+        module.compile_sampling()
     out_dir = (
         Path(cfg.out_dir) if cfg.get("out_dir") else ckpt_path.parent / "samples" / f"{ckpt_path.stem}_seed{cfg.seed}"
     )
     if cfg.get("infill_midi") and not cfg.get("infill"):
         raise ConfigError(f"infill_midi={cfg.infill_midi} needs infill=[start,end]: the frames to regenerate")
     infill = cfg.get("infill")
-    known, mask, originals = infill_inputs(datamodule, infill, cfg.n, cfg.get("infill_midi")) if infill else (None,) * 3
+    known, mask, originals = (
+        infill_inputs(codec, infill, cfg.n, cfg.get("infill_midi"), ckpt["run_config"]) if infill else (None,) * 3
+    )
     sampler_cfg = OmegaConf.to_container(cfg.sampler, resolve=True)
     try:
         sampler = instantiate(cfg.sampler)
@@ -170,12 +186,12 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
     seconds = time.perf_counter() - start
     latents = None
     if known is not None:  # kept frames: the originals themselves, every latent dimension
-        latents = datamodule.decode(samples, cfg.seed)
+        latents = codec.decode(samples, cfg.seed)
         keep = mask[0, :, 0].bool().numpy()
         latents[:, keep] = originals[:, keep]
-    files = datamodule.write_samples(samples, out_dir, "generated", seed=cfg.seed, latents=latents)
+    files = codec.write(samples, out_dir, "generated", seed=cfg.seed, latents=latents)
     if known is not None:
-        originals_files = datamodule.write_samples(known, out_dir, "original", latents=originals)
+        originals_files = codec.write(known, out_dir, "original", latents=originals)
         files.update({f"original_{k}": v for k, v in originals_files.items()})
     record = {
         "checkpoint": str(ckpt_path.resolve()),
@@ -193,6 +209,5 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "run_config": ckpt["run_config"],
     }
-    record_path = out_dir / "record.json"
-    record_path.write_text(json.dumps(record, indent=2, default=str))
+    record_path = atomic_write_text(out_dir / "record.json", json.dumps(record, indent=2, default=str))
     return {**files, "record": record_path}

@@ -1,4 +1,5 @@
-"""``train(cfg)``: build data, denoiser, diffusion and Trainer from a Hydra config and fit."""
+"""``train(cfg)``: run the prepare stage, build data, codec, denoiser, diffusion and Trainer from a Hydra
+config, and fit."""
 
 import logging
 import os
@@ -32,18 +33,28 @@ def build(node: DictConfig, key: str, **kwargs):
         raise ConfigError(f"{key}: {' '.join(str(e).split())}") from e
 
 
-def build_model(cfg: DictConfig, datamodule: L.LightningDataModule):
-    """Denoiser, diffusion and DiffusionModule for ``cfg``; the data decides the sample shape and clipping."""
-    denoiser = build(cfg.model, "model", sample_shape=datamodule.sample_shape)
+def build_model(cfg: DictConfig, codec):
+    """Denoiser, diffusion and DiffusionModule for ``cfg``; the codec decides the sample shape and clipping."""
+    denoiser = build(cfg.model, "model", sample_shape=codec.sample_shape)
     clip = cfg.diffusion.get("clip_x_start")
-    diffusion = build(cfg.diffusion, "diffusion", clip_x_start=datamodule.bounded if clip is None else clip)
-    return build(cfg.module, "module", denoiser=denoiser, diffusion=diffusion, seed=cfg.get("seed", 0))
+    diffusion = build(cfg.diffusion, "diffusion", clip_x_start=codec.bounded if clip is None else clip)
+    return build(cfg.module, "module", denoiser=denoiser, diffusion=diffusion, seed=cfg.get("seed", 0), codec=codec)
+
+
+def prepare(cfg: DictConfig) -> dict | None:
+    """Run the prepare stage (``cfg.prepare``, e.g. the melody chain's latent folder) when there is one,
+    on the first process of the node only; returns its manifest there."""
+    if not cfg.get("prepare") or int(os.environ.get("LOCAL_RANK", 0)) != 0:
+        return None
+    manifest = build(cfg.prepare, "prepare").run()
+    log.info("prepared %s: %s", cfg.prepare.get("out_dir"), {k: manifest[k] for k in ("splits", "seconds")})
+    return manifest
 
 
 def prepare_once(datamodule: L.LightningDataModule) -> None:
     """Run ``prepare_data`` here, on the first process of the node only, and not again inside ``fit``.
 
-    Data derived on first use (the melody latents) must exist before the model is sized from it;
+    Data fetched on first use (MNIST with ``download``) must exist before the codec is fitted on it;
     Lightning's DDP workers start later and find it on disk.
     """
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
@@ -64,12 +75,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    prepare(cfg)
     datamodule = build(cfg.data, "data")
     prepare_once(datamodule)
     # Again, so the model's initialization and the data order do not depend on what data preparation
     # drew (training a MusicVAE there re-seeds): the same seed, the same model, cache or not.
     L.seed_everything(cfg.seed, workers=True)
-    module = build_model(cfg, datamodule)
+    codec = build(cfg.codec, "codec")
+    codec.fit(datamodule)
+    module = build_model(cfg, codec)
     nodes = cfg.get("callbacks") or {}
     callbacks = [build(c, f"callbacks.{name}") for name, c in nodes.items() if c is not None]
     callbacks += [RunConfig(OmegaConf.to_container(cfg, resolve=True)), RNGState()]

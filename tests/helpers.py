@@ -28,12 +28,12 @@ def compose_train(overrides: list[str], output_dir: Path | None = None) -> DictC
 
 
 TINY_VAE = [
-    "data.vae.model.z_dim=512",
-    "data.vae.model.encoder_hidden=16",
-    "data.vae.model.decoder_hidden=32",
-    "data.vae.batch_size=8",
-    "+data.vae.trainer.max_steps=3",
-    "data.vae.trainer.max_time=null",
+    "prepare.musicvae.model.z_dim=512",
+    "prepare.musicvae.model.encoder_hidden=16",
+    "prepare.musicvae.model.decoder_hidden=32",
+    "prepare.musicvae.batch_size=8",
+    "+prepare.musicvae.trainer.max_steps=3",
+    "prepare.musicvae.trainer.max_time=null",
 ]
 TINY_TRANSFORMER = ["model.num_layers=1", "model.num_heads=2", "model.mlp_dims=32", "model.embed_channels=16"]
 
@@ -55,26 +55,30 @@ def make_melody_run(root: Path) -> Path:
         onsets = np.arange(0, steps, int(rng.choice([2, 4])))
         events[onsets] = 2 + 60 - 21 + rng.integers(-7, 8, len(onsets))
         write_midi(events, root / "midi" / f"tune{i:02d}.mid")
-    overrides = (
+    out = root / "run"
+    train(compose_train(melody_overrides(root), out))
+    return out
+
+
+def melody_overrides(root: Path) -> list[str]:
+    """The tiny melody chain's train.py overrides: MIDI tunes in ``root/midi``, files under ``root``."""
+    return (
         FAST
         + TINY_TRANSFORMER
         + TINY_VAE
         + [
             "data=melody",
             "model=transformer",
-            f"data.dir={root / 'latents'}",
-            f"data.musicvae={root / 'vae.pt'}",
-            "data.corpus.collections=[]",
-            f"data.corpus.midi_dir={root / 'midi'}",
-            f"data.corpus.cache_dir={root / 'cache'}",
-            "data.corpus.eval_fraction=0.3",
-            "data.frames=4",
-            "data.kl_threshold=0.0",
+            f"prepare.out_dir={root / 'latents'}",
+            f"prepare.musicvae.path={root / 'vae.pt'}",
+            "prepare.corpus.collections=[]",
+            f"prepare.corpus.midi_dir={root / 'midi'}",
+            f"prepare.corpus.cache_dir={root / 'cache'}",
+            "prepare.corpus.eval_fraction=0.3",
+            "prepare.frames=4",
+            "prepare.kl_threshold=0.0",
             "data.batch_size=4",
-            "data.render_n=2",
+            "codec.render_n=2",
             "diffusion.time_condition=noise_level",
         ]
     )
-    out = root / "run"
-    train(compose_train(overrides, out))
-    return out

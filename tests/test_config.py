@@ -1,6 +1,7 @@
 import pytest
 from hydra.utils import instantiate
 
+from ddpm.latent_space import LatentSpace
 from ddpm.training import build_model
 from tests.helpers import compose_train
 
@@ -15,13 +16,25 @@ VALID = [
 SMALL = {"unet": "model.base_channels=8", "dense": "model.mlp_dims=64", "transformer": "model.mlp_dims=64"}
 
 
+def _fitted(cfg):
+    """The run's codec fitted on its data (images: no files read)."""
+    codec = instantiate(cfg.codec)
+    codec.fit(instantiate(cfg.data))
+    return codec
+
+
 @pytest.mark.parametrize("model, data", VALID)
 def test_model_data_configs_compose_and_instantiate(model, data, tmp_path):
     cfg = compose_train([f"model={model}", f"data={data}", "diffusion=ddpm", SMALL[model]], tmp_path)
-    datamodule = instantiate(cfg.data)
-    module = build_model(cfg, datamodule)
-    assert tuple(module.denoiser.sample_shape) == datamodule.sample_shape
+    datamodule, codec = instantiate(cfg.data), instantiate(cfg.codec)
+    if data == "mvae":  # what fit takes from the data, without Mittal's files
+        codec.space = LatentSpace(dim=512, seq_len=32, dims=None)
+    else:
+        codec.fit(datamodule)
+    module = build_model(cfg, codec)
+    assert tuple(module.denoiser.sample_shape) == datamodule.sample_shape and module.codec is codec
     assert module.diffusion.clip_x_start is (data != "mvae")  # clip images, never latents
+    assert type(codec).__name__ == ("LatentCodec" if data == "mvae" else "ImageCodec")
     for name in ("trainer", "logger"):
         assert instantiate(cfg[name], **({"callbacks": []} if name == "trainer" else {})) is not None
     for callback in cfg.callbacks.values():
@@ -31,7 +44,7 @@ def test_model_data_configs_compose_and_instantiate(model, data, tmp_path):
 def test_transformer_on_images_is_a_clear_error(tmp_path):
     cfg = compose_train(["model=transformer", "data=digits"], tmp_path)
     with pytest.raises(Exception, match="frames, dims"):  # Hydra wraps the ValueError
-        build_model(cfg, instantiate(cfg.data))
+        build_model(cfg, _fitted(cfg))
 
 
 @pytest.mark.parametrize(
@@ -52,14 +65,16 @@ def test_schedule_swaps_by_target(schedule, first, middle, last, tmp_path):
 
 def test_scheduler_group(tmp_path):
     cfg = compose_train(["experiment=digits", "scheduler=cosine", "model.base_channels=8"], tmp_path)
-    module = build_model(cfg, instantiate(cfg.data))
+    module = build_model(cfg, _fitted(cfg))
     config = module.configure_optimizers()
     assert type(config["lr_scheduler"]["scheduler"]).__name__ == "CosineAnnealingLR"
 
 
 def test_default_is_the_folk_melody_chain(tmp_path):
     cfg = compose_train([], tmp_path)
-    assert cfg.data._target_ == "ddpm.data.melody.MelodyDataModule"
+    assert cfg.data._target_ == "ddpm.data.mvae.LatentDataModule" and cfg.data.dir == cfg.prepare.out_dir
+    assert cfg.prepare._target_ == "ddpm.music.prepare.MelodyLatents"
+    assert cfg.codec._target_ == "ddpm.codecs.melodies.MelodyCodec"
     assert cfg.model._target_ == "ddpm.denoisers.TransformerDDPM" and cfg.model.mlp_dims == 512
     assert (
         cfg.diffusion.betas._target_ == "ddpm.schedules.mittal_betas" and cfg.diffusion.time_condition == "noise_level"

@@ -54,6 +54,11 @@ def test_digits_split_range_and_write_samples(tmp_path):
     batch = next(iter(dm.train_dataloader()))
     assert batch.shape == (32, 1, 8, 8) and batch.min() == -1 and batch.max() == 1
     x = torch.linspace(-1, 1, 4 * 64).reshape(4, 1, 8, 8)
-    files = dm.write_samples(x, tmp_path, "s")
+    from ddpm.codecs.images import ImageCodec
+
+    codec = ImageCodec()
+    codec.fit(dm)
+    assert codec.sample_shape == (1, 8, 8) and codec.bounded
+    files = codec.write(x, tmp_path, "s")
     saved = np.load(files["npz"])["samples"]
     assert np.allclose(saved, (x.numpy() + 1) / 2) and files["png"].stat().st_size > 0

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from ddpm.codecs.latents import LatentCodec
 from ddpm.data.mvae import LatentDataModule, UnrepeatedSampler
-from ddpm.data.tfrecords import RecordError, read_latents, write_latents
+from ddpm.io.tfrecords import RecordError, read_latents, write_latents
 
 SHAPE = (8, 16)
 
@@ -42,13 +43,15 @@ def test_normalization_uses_train_statistics_and_inverts(tmp_path):
     train, evals = make_shards(tmp_path)
     dm = LatentDataModule(str(tmp_path), input_shape=SHAPE, normalize=True)
     dm.setup("fit")
-    assert (dm.data_min, dm.data_max) == (float(train.min()), float(train.max()))
+    assert (dm.space.data_min, dm.space.data_max) == (float(train.min()), float(train.max()))
     x_train = dm.train_set.tensors[0]
     assert x_train.min().item() == -1.0 and x_train.max().item() == pytest.approx(1.0)
     x_eval = dm.val_set.tensors[0].numpy()
     expected = (evals - train.min()) / (train.max() - train.min()) * 2 - 1
     assert np.allclose(x_eval, expected, atol=1e-6)
-    assert np.allclose(dm.decode(torch.from_numpy(x_eval)), evals, atol=1e-5)
+    codec = LatentCodec()
+    codec.fit(dm)
+    assert np.allclose(codec.decode(torch.from_numpy(x_eval)), evals, atol=1e-5)
 
 
 def test_slice_keeps_dims_and_reinflation_puts_them_back(tmp_path):
@@ -61,7 +64,9 @@ def test_slice_keeps_dims_and_reinflation_puts_them_back(tmp_path):
     dm.setup("fit")
     model_space = dm.train_set.tensors[0]
     assert model_space.shape == (len(train), 6, 4)
-    full = dm.decode(model_space)
+    codec = LatentCodec()
+    codec.fit(dm)
+    full = codec.decode(model_space)
     assert full.shape == (len(train), 6, 16)
     assert np.allclose(full[..., keep], train[:, :6, keep], atol=1e-5)
     dropped = np.setdiff1d(np.arange(16), keep)
@@ -69,14 +74,16 @@ def test_slice_keeps_dims_and_reinflation_puts_them_back(tmp_path):
     assert abs(full[..., dropped].std() - 1.0) < 0.15  # standard normal fill, as Mittal et al.
 
 
-def test_state_dict_round_trip_restores_inverse(tmp_path):
+def test_codec_state_round_trip_restores_inverse(tmp_path):
     make_shards(tmp_path)
     dm = LatentDataModule(str(tmp_path), input_shape=SHAPE, slice_dims=[1, 2])
-    dm.setup("fit")
-    fresh = LatentDataModule(str(tmp_path / "elsewhere"), input_shape=SHAPE)
-    fresh.load_state_dict(dm.state_dict())
+    codec = LatentCodec()
+    codec.fit(dm)  # sets the data up: the statistics come from the train split
+    fresh = LatentCodec()
+    fresh.load_state_dict(codec.state_dict())
     x = torch.rand(3, 8, 2) * 2 - 1
-    assert np.array_equal(fresh.decode(x), dm.decode(x))
+    assert np.array_equal(fresh.decode(x), codec.decode(x)) and fresh.sample_shape == (8, 2)
+    torch.testing.assert_close(fresh.to_model(fresh.decode(x)), x)
 
 
 def test_exact_record_counts_with_two_workers(tmp_path):
@@ -141,11 +148,14 @@ def test_bad_slice_dims_and_seq_len():
 
 
 def test_write_samples_npz_and_mittal_pickle(tmp_path):
-    dm = LatentDataModule(input_shape=SHAPE, slice_dims=[0, 5])
-    dm.data_min, dm.data_max = -3.0, 5.0
-    files = dm.write_samples(torch.zeros(2, 8, 2), tmp_path, "generated")
+    from ddpm.latent_space import LatentSpace
+
+    codec = LatentCodec()
+    codec.space = LatentSpace(dim=16, seq_len=8, dims=[0, 5], data_min=-3.0, data_max=5.0)
+    files = codec.write(torch.zeros(2, 8, 2), tmp_path, "generated")
     samples = np.load(files["npz"])["samples"]
     with open(files["pkl"], "rb") as f:
         pickled = pickle.load(f)
     assert samples.shape == (2, 8, 16) and np.array_equal(pickled, samples)
     assert np.allclose(samples[..., [0, 5]], 1.0)  # model 0 -> midpoint of [-3, 5]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["generated.npz", "generated.pkl"]  # no temporaries

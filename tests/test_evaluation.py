@@ -1,6 +1,7 @@
 """evaluate.py's pieces: interpolation baseline, infilling that is conditioned, continuous conditioning, end to end."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -131,9 +132,14 @@ def test_evaluate_end_to_end_on_a_tiny_run(melody_run, tmp_path):
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose(
             "evaluate",
-            overrides=[f"ckpt={run / 'last.ckpt'}", "n=4", "real_repeats=2", "bootstrap=20", f"out_dir={tmp_path}"],
+            overrides=[f"ckpt={run / 'last.ckpt'}", "n=4", "real_repeats=2", "bootstrap=20", f"out_dir={tmp_path}"]
+            + ["eval_meters=['4/4']"],  # the tiny MIDI tunes' meter: all of them
         )
     files = evaluate(cfg)
+    meta = json.loads((tmp_path / "table.json").read_text())["meta"]
+    assert meta["eval_meters"] == ["4/4"] and meta["eval_sequences"] == len(
+        np.load(run.parent / "latents" / "eval_events.npz")["events"]
+    )
     assert {p.name for p in files.values()} == {"table.md", "table.json", "overlaps.png"}
     rows = json.loads((tmp_path / "table.json").read_text())["rows"]
     names = [r["set"] for r in rows]
@@ -177,8 +183,8 @@ def test_infill_midi_keeps_the_users_frames_exactly(melody_run, tmp_path):
     sample(cfg)
     generated = np.load(tmp_path / "out" / "generated.npz")["samples"]
     original = np.load(tmp_path / "out" / "original.npz")["samples"]
-    _, dm = restore(load_checkpoint(run / "last.ckpt"))
-    expected = dm.encode_latents(midi_melody(song, 4 * 32)[None])[0]
+    _, codec = restore(load_checkpoint(run / "last.ckpt"))
+    expected = codec.encode_latents(midi_melody(song, 4 * 32)[None])[0]
     np.testing.assert_allclose(original, np.broadcast_to(expected, original.shape), atol=1e-5)
     np.testing.assert_array_equal(generated[:, [0, 3]], original[:, [0, 3]])  # kept frames: the originals
     assert not np.allclose(generated[:, 1:3], original[:, 1:3])
@@ -202,16 +208,17 @@ def test_infill_midi_bad_file_is_a_user_error(melody_run, tmp_path):
 
 
 def test_refilled_dims_follow_the_seed():
-    from ddpm.data.mvae import LatentDataModule
+    from ddpm.codecs.latents import LatentCodec
+    from ddpm.latent_space import LatentSpace
 
-    dm = LatentDataModule(input_shape=(4, 16), slice_dims=[1, 5, 7])
-    dm.data_min, dm.data_max = -2.0, 2.0
+    codec = LatentCodec()
+    codec.space = LatentSpace(dim=16, seq_len=4, dims=[1, 5, 7], data_min=-2.0, data_max=2.0)
     x = torch.rand(2, 4, 3) * 2 - 1
-    a, b, a2 = dm.decode(x, seed=1), dm.decode(x, seed=2), dm.decode(x, seed=1)
+    a, b, a2 = codec.decode(x, seed=1), codec.decode(x, seed=2), codec.decode(x, seed=1)
     np.testing.assert_array_equal(a, a2)
     np.testing.assert_array_equal(a[..., [1, 5, 7]], b[..., [1, 5, 7]])
     assert not np.allclose(np.delete(a, [1, 5, 7], -1), np.delete(b, [1, 5, 7], -1))
-    torch.testing.assert_close(dm.to_model_space(a), x)  # the inverse of decode
+    torch.testing.assert_close(codec.to_model(a), x)  # the inverse of decode
 
 
 def test_evaluate_bad_values_are_user_errors(melody_run, tmp_path):
@@ -221,8 +228,15 @@ def test_evaluate_bad_values_are_user_errors(melody_run, tmp_path):
     from ddpm.evaluation import evaluate
     from tests.helpers import CONF
 
-    _, run = melody_run
+    root, run = melody_run
+    other = tmp_path / "other"
+    shutil.copytree(root / "latents", other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["inputs"]["musicvae_sha256"] = "0" * 16
+    (other / "manifest.json").write_text(json.dumps(manifest))
     for overrides, message in (
+        (["eval_meters=['7/8']"], r"eval_meters=\['7/8'\]: no eval sequences there \(meters: \['4/4'\]\)"),
+        ([f"eval_dir={other}"], "made with another MusicVAE"),
         (["n=2"], "n=2: expected at least 4"),
         (["n=400"], "n=400: the eval split has"),
         (["ckpt=" + str(tmp_path / "none.ckpt")], "checkpoint not found"),
@@ -231,26 +245,3 @@ def test_evaluate_bad_values_are_user_errors(melody_run, tmp_path):
             cfg = compose("evaluate", overrides=[f"ckpt={run / 'last.ckpt'}", *overrides])
         with pytest.raises(UserError, match=message):
             evaluate(cfg)
-
-
-def test_prepare_reuses_its_folder_and_rebuilds_when_inputs_change(melody_run, tmp_path):
-    import shutil
-
-    from omegaconf import OmegaConf
-
-    from ddpm.music.pipeline import prepare_melody_latents
-
-    root, _ = melody_run
-    latents = tmp_path / "latents"
-    shutil.copytree(root / "latents", latents)
-    corpus = OmegaConf.create(
-        {"collections": [], "midi_dir": str(root / "midi"), "cache_dir": str(root / "cache"), "eval_fraction": 0.3}
-    )
-    args = (latents, root / "vae.pt", corpus, None)
-    before = (latents / "report.json").stat().st_mtime_ns
-    report = prepare_melody_latents(*args, frames=4, shards=4, kl_threshold=0.0)
-    assert (latents / "report.json").stat().st_mtime_ns == before  # same inputs: reused
-    assert report["active_dims"] == 512
-    report = prepare_melody_latents(*args, frames=4, shards=2, kl_threshold=1e9)  # other inputs: rebuilt
-    assert report["inputs"]["kl_threshold"] == 1e9 and report["active_dims"] == 0
-    assert len(list(latents.glob("eval-*.tfrecord"))) == 2  # the old 4 shards are gone

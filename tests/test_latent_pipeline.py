@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ddpm.data.tfrecords import write_latents
+from ddpm.io.tfrecords import write_latents
 from ddpm.sampling import load_checkpoint
 from ddpm.training import train
 from tests.helpers import FAST, compose_train
@@ -48,8 +48,8 @@ def test_train_and_sample_on_latents(latents_dir, tmp_path, model):
     train(compose_train(overrides, tmp_path))
     assert np.load(tmp_path / "samples" / "epoch_000.npz")["samples"].shape == (4, 32, 512)
     ckpt = load_checkpoint(tmp_path / "last.ckpt")
-    state = ckpt["LatentDataModule"]
-    assert len(state["slice_dims"]) == 42 and state["data_min"] < state["data_max"]
+    space = ckpt["codec"]["space"]  # what sampling needs of the data, kept by the codec
+    assert len(space["dims"]) == 42 and space["data_min"] < space["data_max"] and space["dim"] == 512
     assert ckpt["run_config"]["diffusion"]["clip_x_start"] is None  # resolved from the data: off
 
     out = tmp_path / "sampled"
@@ -74,7 +74,9 @@ def test_mittal_experiment_composes(latents_dir, tmp_path):
         ["experiment=mittal_melody", f"data.dir={latents_dir}", f"data.slice_dims={latents_dir / 'slice.pkl'}"],
         tmp_path,
     )
-    module = build_model(cfg, instantiate(cfg.data))
+    codec = instantiate(cfg.codec)
+    codec.fit(instantiate(cfg.data))
+    module = build_model(cfg, codec)
     assert module.denoiser.sample_shape == (32, 42)
     assert module.diffusion.time_condition == "noise_level" and not module.diffusion.clip_x_start
     assert module.diffusion.betas[0].item() == pytest.approx(1e-6) and module.diffusion.betas[

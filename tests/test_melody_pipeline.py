@@ -9,8 +9,9 @@ from scipy.io import wavfile
 
 from ddpm.data.mvae import LatentDataModule
 from ddpm.music.events import WINDOW_STEPS, events_to_notes, read_midi, write_midi
-from ddpm.music.pipeline import decode_latents, load_musicvae, tune_sequences
+from ddpm.music.prepare import tune_sequences
 from ddpm.music.render import render_audio
+from ddpm.music.vae_io import decode_latents, load_musicvae
 from tests.helpers import compose_train
 
 
@@ -37,7 +38,7 @@ def test_samples_decode_to_midi_wav_and_piano_roll(melody_run):
     rate, audio = wavfile.read(samples / "epoch_000_000.wav")
     assert audio.ndim == 1 and rate == 22050
     assert len(audio) == 17 * rate  # 4 frames x 32 sixteenths at 120 qpm = 16 s, + 1 s of release
-    assert not (samples / "epoch_000_002.wav").exists()  # data.render_n=2
+    assert not (samples / "epoch_000_002.wav").exists()  # codec.render_n=2
 
 
 def test_piano_roll_and_audio_logged_to_tensorboard(melody_run):
@@ -96,8 +97,9 @@ def test_tune_sequences_chunks_and_loops():
 
 def test_melody_config_composes(tmp_path):
     cfg = compose_train(["data=melody", "model=transformer"], tmp_path)
-    assert cfg.data.vae.model.z_dim == 512 and cfg.data.frames == 16
-    cfg.data.dir = str(tmp_path / "not-prepared")
+    assert cfg.prepare.musicvae.model.z_dim == 512 and cfg.prepare.frames == 16
+    assert list(cfg.data.input_shape) == [16, 512] and cfg.codec.musicvae == cfg.prepare.musicvae.path
+    cfg.prepare.out_dir = str(tmp_path / "not-prepared")  # the data reads the stage's folder
     dm = instantiate(cfg.data)
     with pytest.raises(FileNotFoundError, match="active_dims.pkl"):
-        _ = dm.sample_shape  # known only once prepare_data has written the active dimensions
+        _ = dm.sample_shape  # known only once the prepare stage has written the active dimensions

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from ddpm.checkpoint_io import CheckpointError, read_checkpoint
 from ddpm.module import NonFiniteLossError
 from ddpm.music.musicvae import MusicVAE
-from ddpm.music.pipeline import load_musicvae, save_musicvae
+from ddpm.music.vae_io import load_musicvae, save_musicvae
 from ddpm.sampling import load_checkpoint, restore
 from ddpm.training import train
 from tests.helpers import compose_train
@@ -79,9 +79,9 @@ def test_a_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path, run_ckpt):
     good = torch.load(run_ckpt, weights_only=True)
     config = OmegaConf.to_container(OmegaConf.create(good["run_config"]))
     # (Hydra blocks os.system itself; a function of this project that writes files it does not.)
-    config["data"] = {"_target_": "ddpm.data.tfrecords.write_latents", "path": str(marker), "latents": [[0.0]]}
+    config["data"] = {"_target_": "ddpm.io.tfrecords.write_latents", "path": str(marker), "latents": [[0.0]]}
     torch.save({**good, "run_config": config}, evil)
-    with pytest.raises(CheckpointError, match="_target_='ddpm.data.tfrecords.write_latents'"):
+    with pytest.raises(CheckpointError, match="_target_='ddpm.io.tfrecords.write_latents'"):
         restore(good | {"run_config": config}, evil)
     with pytest.raises(CheckpointError, match="write_latents"):
         load_checkpoint(evil)
@@ -94,13 +94,13 @@ def test_musicvae_file_is_loaded_safely(tmp_path):
     marker, path = tmp_path / "code_ran", tmp_path / "vae.pt"
     cfg = {"_target_": "ddpm.music.musicvae.MusicVAE", "z_dim": 4, "encoder_hidden": 4, "decoder_hidden": 4}
     model = MusicVAE(z_dim=4, encoder_hidden=4, decoder_hidden=4)
-    save_musicvae(model, OmegaConf.create(cfg), path)
+    save_musicvae(model, cfg, path)
     assert torch.equal(load_musicvae(path).to_mu.weight, model.to_mu.weight)  # round trip
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
     torch.save({"config": cfg, "state_dict": {}, "x": Evil(marker)}, path)
     with pytest.raises(CheckpointError, match="refused"):
         load_musicvae(path)
-    writer = {"_target_": "ddpm.data.tfrecords.write_latents", "path": str(marker), "latents": [[0.0]]}
+    writer = {"_target_": "ddpm.io.tfrecords.write_latents", "path": str(marker), "latents": [[0.0]]}
     torch.save({"config": writer, "state_dict": {}}, path)
     with pytest.raises(CheckpointError, match="write_latents"):
         load_musicvae(path)

@@ -368,12 +368,13 @@ def test_sample_callback_draws_with_its_sampler(tmp_path):
     calls = []
 
     class Module:
+        codec = type("Codec", (), {"write": lambda self, x, d, name: {}})()
+
         def sample(self, n, generator, sampler=None):
             calls.append(sampler)
             return torch.zeros(n, 2)
 
     class Trainer:
-        datamodule = type("DM", (), {"write_samples": lambda self, x, d, name: {}})()
         loggers = []
 
     ddim = DDIMSampler(3)

@@ -145,8 +145,9 @@ def test_ddp_two_cpu_processes(tmp_path):
     ckpt = read_checkpoint(run / "last.ckpt")  # its config names a test class: not for load_checkpoint
     two = next(v for k, v in ckpt["callbacks"].items() if k.startswith("Checkpoint"))["best_model_score"]
     cfg = compose_train(base)
-    datamodule = instantiate(cfg.data)
-    module = build_model(cfg, datamodule)
+    datamodule, codec = instantiate(cfg.data), instantiate(cfg.codec)
+    codec.fit(datamodule)
+    module = build_model(cfg, codec)
     module.load_state_dict(ckpt["state_dict"])
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
     one = trainer.validate(module, datamodule=datamodule, verbose=False)[0]["val/loss"]

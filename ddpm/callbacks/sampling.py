@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 class SampleCallback(L.Callback):
     """Every ``every_n_epochs`` epochs, draw ``n`` samples from ``torch.Generator(seed)``.
 
-    Files go to ``dirpath/epoch_XXX.*`` through the DataModule's ``write_samples``, and to
+    Files go to ``dirpath/epoch_XXX.*`` through the module's codec (``ddpm.codecs``), and to
     ``dirpath/final.*`` when training ends (by epochs, early stopping or time limit); the samples
     are also logged to TensorBoard when that logger is active. ``sampler`` (``ddpm.samplers``, the
     ``sampler`` config group) defaults to ancestral sampling over all T steps.
@@ -45,8 +45,8 @@ class SampleCallback(L.Callback):
         start = time.perf_counter()
         samples = pl_module.sample(self.n, torch.Generator().manual_seed(self.seed), sampler=self.sampler)
         seconds = time.perf_counter() - start
-        datamodule = trainer.datamodule
-        datamodule.write_samples(samples, self.dirpath, name)
+        codec = pl_module.codec
+        codec.write(samples, self.dirpath, name)
         log.info(
             "%s: %d samples in %.1f s (+%.1f s to write) -> %s",
             name,
@@ -57,4 +57,4 @@ class SampleCallback(L.Callback):
         )
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                datamodule.log_samples(samples, logger.experiment, trainer.global_step)
+                codec.log(samples, logger.experiment, trainer.global_step)

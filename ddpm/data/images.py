@@ -1,8 +1,7 @@
 """Image data for validating the diffusion core: scikit-learn's 8x8 digits (bundled, no download)
-and MNIST (torchvision's files). Model space is [-1, 1] (Ho et al.); ``decode`` maps back to [0, 1].
+and MNIST (torchvision's files). Model space is [-1, 1] (Ho et al.); ``ddpm.codecs.images`` maps back.
 """
 
-import math
 from pathlib import Path
 
 import lightning as L
@@ -34,9 +33,8 @@ def load_digits_split(val_fraction: float = 0.2, seed: int = 0):
 
 
 class ImageDataModule(L.LightningDataModule):
-    """Shared loaders and sample writers; subclasses fill ``train_set`` / ``val_set`` in ``setup``."""
+    """Shared loaders; subclasses fill ``train_set`` / ``val_set`` in ``setup``."""
 
-    bounded = True  # model space is [-1, 1]: the diffusion may clip its x_0 estimates
     sample_shape: tuple[int, int, int]
 
     def __init__(self, batch_size: int = 128, num_workers: int = 0):
@@ -53,33 +51,6 @@ class ImageDataModule(L.LightningDataModule):
         world = self.trainer.world_size if self.trainer is not None else 1
         sampler = UnrepeatedSampler(self.val_set, world, self.trainer.global_rank) if world > 1 else None
         return DataLoader(self.val_set, self.batch_size, sampler=sampler, num_workers=self.num_workers)
-
-    def decode(self, x) -> np.ndarray:
-        """Model space -> images in [0, 1] (numpy)."""
-        x = x.detach().float().cpu() if isinstance(x, torch.Tensor) else torch.as_tensor(x)
-        return ((x + 1) / 2).clamp(0, 1).numpy()
-
-    def grid(self, x: torch.Tensor) -> torch.Tensor:
-        from torchvision.utils import make_grid
-
-        images = torch.from_numpy(self.decode(x))
-        return make_grid(images, nrow=math.ceil(math.sqrt(len(images))), padding=1, pad_value=1.0)
-
-    def write_samples(
-        self, x: torch.Tensor, out_dir: str | Path, name: str, seed: int | None = None, latents=None
-    ) -> dict[str, Path]:
-        """``name.npz`` (array ``samples`` in [0, 1], ``[n, C, H, W]``) and ``name.png`` (a grid)."""
-        from torchvision.utils import save_image
-
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        files = {"npz": out_dir / f"{name}.npz", "png": out_dir / f"{name}.png"}
-        np.savez(files["npz"], samples=self.decode(x))
-        save_image(self.grid(x), files["png"])
-        return files
-
-    def log_samples(self, x: torch.Tensor, writer, step: int) -> None:
-        writer.add_image("samples", self.grid(x), step)
 
 
 class DigitsDataModule(ImageDataModule):

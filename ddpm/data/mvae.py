@@ -2,10 +2,10 @@
 
     <dir>/train-*.tfrecord, <dir>/eval-*.tfrecord   (records: inputs + input_shape, see tfrecords.py)
 
-Model space: the first ``seq_len`` frames, the ``slice_dims`` kept (Mittal's melody setting keeps 42
-of 512), min-max scaled to [-1, 1] with one scalar min and max from the train split. ``decode``
-inverts all three: unscale, then re-inflate to the full latent size with standard normal noise in
-the dropped dimensions, as Mittal et al. do before decoding.
+Model space (``ddpm.latent_space.LatentSpace``, fitted in ``setup`` and exposed as ``space``): the
+first ``seq_len`` frames, the ``slice_dims`` kept (Mittal's melody setting keeps 42 of 512), min-max
+scaled to [-1, 1] with one scalar min and max from the train split. The way back to latents and
+music is the codec's (``ddpm.codecs``), which takes ``space`` from here.
 """
 
 import pickle
@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from ddpm.data.tfrecords import RecordError, read_latents
 from ddpm.errors import ConfigError, MissingFileError
+from ddpm.io.tfrecords import RecordError, read_latents
+from ddpm.latent_space import LatentSpace
 
 
 class Rows(TensorDataset):
@@ -56,10 +57,7 @@ class LatentDataModule(L.LightningDataModule):
             (read when first needed); ``None`` keeps all.
         normalize: scale to [-1, 1] with the train split's scalar min and max.
         limit: at most this many records per split (shards read in name order).
-        seed: seed of the noise that re-fills dropped dimensions in ``decode``.
     """
-
-    bounded = False  # latents are not confined to [-1, 1]: the diffusion must not clip them
 
     def __init__(
         self,
@@ -71,7 +69,6 @@ class LatentDataModule(L.LightningDataModule):
         limit: int | None = None,
         batch_size: int = 64,
         num_workers: int = 0,
-        seed: int = 0,
     ):
         super().__init__()
         self.dir = Path(dir)
@@ -88,9 +85,7 @@ class LatentDataModule(L.LightningDataModule):
         self.limit = limit
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.seed = seed
-        self.data_min: float | None = None
-        self.data_max: float | None = None
+        self.space: LatentSpace | None = None
         self.train_set: Rows | None = None
         self.val_set: Rows | None = None
 
@@ -149,24 +144,21 @@ class LatentDataModule(L.LightningDataModule):
             raise RecordError(f"{split} split in {self.dir} has no records ({len(files)} files)")
         return data
 
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        """Original space -> model space (min-max to [-1, 1] with the train statistics)."""
-        if not self.normalize:
-            return x.astype(np.float32)
-        return ((x - self.data_min) / (self.data_max - self.data_min) * 2 - 1).astype(np.float32)
-
     def setup(self, stage: str | None = None) -> None:
         train = None
-        if self.data_min is None:  # statistics come from the train split (or from a checkpoint)
+        if self.space is None:  # statistics come from the train split
             train = self.read_split("train")
-            self.data_min, self.data_max = float(train.min()), float(train.max())
-            if self.normalize and self.data_max <= self.data_min:
-                raise RecordError(f"train split in {self.dir} is constant ({self.data_min}); cannot normalize")
+            data_min, data_max = float(train.min()), float(train.max())
+            if self.normalize and data_max <= data_min:
+                raise RecordError(f"train split in {self.dir} is constant ({data_min}); cannot normalize")
+            self.space = LatentSpace(
+                self.input_shape[1], self.seq_len, self.slice_dims, data_min, data_max, self.normalize
+            )
         if stage in (None, "fit") and self.train_set is None:
             train = self.read_split("train") if train is None else train
-            self.train_set = Rows(torch.from_numpy(self.transform(train)))
+            self.train_set = Rows(torch.from_numpy(self.space.scale(train)))
         if self.val_set is None:
-            self.val_set = Rows(torch.from_numpy(self.transform(self.read_split("eval"))))
+            self.val_set = Rows(torch.from_numpy(self.space.scale(self.read_split("eval"))))
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
@@ -181,62 +173,3 @@ class LatentDataModule(L.LightningDataModule):
         world = self.trainer.world_size if self.trainer is not None else 1
         sampler = UnrepeatedSampler(self.val_set, world, self.trainer.global_rank) if world > 1 else None
         return DataLoader(self.val_set, self.batch_size, sampler=sampler, num_workers=self.num_workers)
-
-    # -- back to the original space -----------------------------------------------------------------
-
-    def to_model_space(self, latents: np.ndarray) -> torch.Tensor:
-        """Original latents ``[n, frames, input dims]`` -> model space ``[n, frames, kept]`` (inverse of ``decode``)."""
-        dims = self.slice_dims
-        latents = np.asarray(latents, np.float32)[:, : self.seq_len]
-        return torch.from_numpy(self.transform(latents[..., dims] if dims is not None else latents))
-
-    def decode(self, x, seed: int | None = None) -> np.ndarray:
-        """Model space ``[n, frames, kept]`` -> original latents ``[n, frames, input dims]`` (numpy).
-
-        Dropped dimensions are drawn from N(0, 1) with ``seed`` (default: the data's ``seed``).
-        """
-        x = x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
-        if self.normalize:
-            x = (x + 1) / 2 * (self.data_max - self.data_min) + self.data_min
-        dims = self.slice_dims
-        if dims is None:
-            return x.astype(np.float32)
-        full = np.random.default_rng(self.seed if seed is None else seed).standard_normal(
-            (*x.shape[:-1], self.input_shape[1])
-        )
-        full[..., dims] = x
-        return full.astype(np.float32)
-
-    def write_samples(
-        self,
-        x: torch.Tensor,
-        out_dir: str | Path,
-        name: str,
-        seed: int | None = None,
-        latents: np.ndarray | None = None,
-    ) -> dict[str, Path]:
-        """``name.npz`` (array ``samples``) and ``name.pkl`` (the same array: Mittal's generated.pkl).
-
-        ``latents`` (original space) are written instead of ``decode(x, seed)`` when given.
-        """
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        samples = self.decode(x, seed) if latents is None else np.asarray(latents, np.float32)
-        files = {"npz": out_dir / f"{name}.npz", "pkl": out_dir / f"{name}.pkl"}
-        np.savez(files["npz"], samples=samples)
-        with open(files["pkl"], "wb") as f:
-            pickle.dump(samples, f)
-        return files
-
-    def log_samples(self, x: torch.Tensor, writer, step: int) -> None:
-        writer.add_histogram("samples/latents", x.detach().cpu(), step)
-
-    # -- checkpointed statistics ---------------------------------------------------------------------
-
-    def state_dict(self) -> dict:
-        return {"data_min": self.data_min, "data_max": self.data_max, "slice_dims": self.slice_dims}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.data_min, self.data_max = state["data_min"], state["data_max"]
-        if state.get("slice_dims") is not None:
-            self._slice_dims = [int(d) for d in state["slice_dims"]]

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ddpm.errors import UserError
 from ddpm.music.events import WINDOW_STEPS
+from ddpm.music.prepare import read_eval_events
 from ddpm.studio.interpolation import ddim_invert, ddim_sample, ddim_timesteps, lerp, slerp
 from ddpm.studio.melodies import fit_length
 
@@ -43,30 +44,32 @@ class Studio:
 
     Args:
         module: the ``DiffusionModule`` (weights restored).
-        datamodule: its ``MelodyDataModule`` (statistics restored): encodes and decodes melodies.
+        codec: its ``MelodyCodec`` (state restored): encodes and decodes melodies.
         samplers: sampler configs by name (``conf/sampler/*.yaml``); ``{}`` offers only the
             module's own ancestral sampling.
         default_sampler: the config of the sampler the page starts with (``conf/serve.yaml``'s ``sampler``).
         name: shown in the page (the checkpoint's file name).
+        eval_dir: the run's latent folder, whose eval tunes the page offers (``None``: none).
     """
 
     def __init__(
         self,
         module,
-        datamodule,
+        codec,
         samplers: dict[str, DictConfig] | None = None,
         default_sampler: DictConfig | None = None,
         device: str = "cpu",
         name: str = "",
+        eval_dir: str | Path | None = None,
     ):
-        if not all(hasattr(datamodule, a) for a in ("melodies", "encode_melodies")):
+        if not all(hasattr(codec, a) for a in ("melodies", "encode")):
             raise UserError(
-                f"{name or 'checkpoint'}: a model of {type(datamodule).__name__}; "
+                f"{name or 'checkpoint'}: a model with a {type(codec).__name__}; "
                 "the studio needs a melody model (trained with data=melody)"
             )
-        self.module, self.datamodule = module.to(device).eval(), datamodule
-        self.device, self.name = torch.device(device), name
-        self.frames = int(datamodule.sample_shape[0])
+        self.module, self.codec = module.to(device).eval(), codec
+        self.device, self.name, self.eval_dir = torch.device(device), name, eval_dir
+        self.frames = int(codec.sample_shape[0])
         self.steps = self.frames * WINDOW_STEPS
         self.samplers = dict(samplers or {})
         self.default_sampler = self._default_name(default_sampler)
@@ -96,8 +99,8 @@ class Studio:
             "frames": self.frames,
             "bars": self.frames * 2,
             "steps_per_bar": 16,
-            "qpm": float(self.datamodule.qpm),
-            "temperature": float(self.datamodule.temperature),
+            "qpm": float(self.codec.qpm),
+            "temperature": float(self.codec.temperature),
             "num_timesteps": self.num_timesteps,
             "samplers": samplers or {"ancestral": {"steps": None}},
             "default_sampler": self.default_sampler,
@@ -109,7 +112,9 @@ class Studio:
         """The run's eval tunes (cached); ``UserError`` when the run's data is not on this machine."""
         if self._eval is None:
             try:
-                events, titles = self.datamodule.eval_melodies()
+                if self.eval_dir is None:
+                    raise FileNotFoundError("the checkpoint names no latent folder")
+                events, titles = read_eval_events(self.eval_dir)
             except (FileNotFoundError, OSError) as e:
                 raise UserError(f"no eval tunes for this model: {e}") from e
             self._eval = [Melody(t, fit_length(e, self.steps)) for e, t in zip(events, titles)]
@@ -142,7 +147,7 @@ class Studio:
         with self.lock, self._temperature(temperature):
             x = self._sample(n, seed, sampler_obj, progress)
             progress(0.9, "decoding with the MusicVAE")
-            return self.datamodule.melodies(x, seed)
+            return self.codec.melodies(x, seed)
 
     def infill(
         self,
@@ -161,12 +166,12 @@ class Studio:
         start, end = frames
         with self.lock, self._temperature(temperature):
             progress(0.02, "encoding the melody")
-            known = self.datamodule.encode_melodies(source[None]).repeat(k, 1, 1)
+            known = self.codec.encode(source[None]).repeat(k, 1, 1)
             mask = torch.ones_like(known)
             mask[:, start:end] = 0  # 0: regenerate, 1: keep
             x = self._sample(k, seed, sampler_obj, progress, known, mask)
             progress(0.9, "decoding with the MusicVAE")
-            return self.datamodule.melodies(x, seed)
+            return self.codec.melodies(x, seed)
 
     def interpolate(
         self,
@@ -190,7 +195,7 @@ class Studio:
         weights = torch.arange(1, n + 1, dtype=torch.float64) / (n + 1)
         with self.lock, self._temperature(temperature):
             progress(0.02, "encoding the two melodies")
-            ends = self.datamodule.encode_melodies(np.stack([a, b])).to(self.device)
+            ends = self.codec.encode(np.stack([a, b])).to(self.device)
             if mode == "latent":
                 x = lerp(ends[0], ends[1], weights)
             else:
@@ -199,7 +204,7 @@ class Studio:
                     noise = ddim_invert(self.module.diffusion, self.module.sampling_denoiser, ends, steps)
                     x = ddim_sample(self.module.diffusion, self.module.sampling_denoiser, slerp(*noise, weights), steps)
             progress(0.9, "decoding with the MusicVAE")
-            return self.datamodule.melodies(x, seed)
+            return self.codec.melodies(x, seed)
 
     # ----- helpers -----
 
@@ -230,8 +235,8 @@ class Studio:
         """Decode with the request's MusicVAE temperature, then put the model's back."""
         if not 0.0 <= temperature <= 2.0:
             raise UserError(f"temperature={temperature}: expected 0 (greedy) to 2")
-        saved, self.datamodule.temperature = self.datamodule.temperature, temperature
+        saved, self.codec.temperature = self.codec.temperature, temperature
         try:
             yield
         finally:
-            self.datamodule.temperature = saved
+            self.codec.temperature = saved

@@ -21,9 +21,10 @@ def load_studio(cfg: DictConfig, sampler_dir: str | Path):
     from ddpm.sampling import load_checkpoint, restore
     from ddpm.studio.engine import Studio, load_samplers
 
-    module, datamodule = restore(load_checkpoint(path), path)  # CheckpointError is a UserError
-    default = cfg.get("sampler")
-    return Studio(module, datamodule, load_samplers(sampler_dir), default, cfg.device, path.name)
+    ckpt = load_checkpoint(path)  # CheckpointError is a UserError
+    module, codec = restore(ckpt, path)
+    eval_dir = (ckpt["run_config"].get("data") or {}).get("dir")
+    return Studio(module, codec, load_samplers(sampler_dir), cfg.get("sampler"), cfg.device, path.name, eval_dir)
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -161,8 +161,8 @@ class StudioService:
 
     def _entry(self, folder: Path, name: str, title: str, events: np.ndarray, **extra) -> dict:
         """Write ``name.mid`` and ``name.wav``; the page's description of the melody."""
-        dm = self.studio.datamodule
-        files = write_melody(folder, name, events, dm.qpm, dm.seconds)
+        codec = self.studio.codec
+        files = write_melody(folder, name, events, codec.qpm, codec.seconds)
         urls = {kind: f"/files/{path.parent.name}/{path.name}" for kind, path in files.items()}
         described = {"title": title, "notes": notes_json(events), "steps": len(events)}
         return {**described, "bars": len(events) // BAR_STEPS, **urls, **extra}

@@ -1,0 +1,63 @@
+"""The map between original latents and the diffusion model's space, fitted on the train split.
+
+Original latents ``[n, frames, dim]`` -> model space ``[n, seq_len, len(dims)]``: the first
+``seq_len`` frames, the kept ``dims`` (Mittal's melody setting keeps 42 of 512), min-max scaled to
+[-1, 1] with one scalar min and max. The inverse re-inflates to ``dim`` with standard normal noise
+in the dropped dimensions, as Mittal et al. do before decoding.
+"""
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass
+class LatentSpace:
+    dim: int  # latent size of the records (512 for MusicVAE)
+    seq_len: int  # frames kept from the start of each record
+    dims: list[int] | None  # kept dimensions (None: all)
+    data_min: float = -1.0  # train split's scalar min and max (model space = [-1, 1])
+    data_max: float = 1.0
+    normalize: bool = True
+
+    @property
+    def sample_shape(self) -> tuple[int, int]:
+        return (self.seq_len, len(self.dims) if self.dims is not None else self.dim)
+
+    def to_model(self, latents: np.ndarray) -> np.ndarray:
+        """Original latents ``[n, frames >= seq_len, dim]`` -> model space ``[n, seq_len, kept]`` float32."""
+        x = np.asarray(latents, np.float32)[:, : self.seq_len]
+        return self.scale(x[..., self.dims] if self.dims is not None else x)
+
+    def scale(self, x: np.ndarray) -> np.ndarray:
+        """Selected latents ``[n, seq_len, kept]`` -> model space: min-max to [-1, 1] (when ``normalize``)."""
+        x = np.asarray(x, np.float32)
+        if not self.normalize:
+            return x
+        return ((x - self.data_min) / (self.data_max - self.data_min) * 2 - 1).astype(np.float32)
+
+    def to_latents(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Model space ``[n, seq_len, kept]`` -> original latents ``[n, seq_len, dim]``; dropped dims ~ N(0, 1)."""
+        x = np.asarray(x, np.float32)
+        if self.normalize:
+            x = (x + 1) / 2 * (self.data_max - self.data_min) + self.data_min
+        if self.dims is None:
+            return x.astype(np.float32)
+        full = rng.standard_normal((*x.shape[:-1], self.dim))
+        full[..., self.dims] = x
+        return full.astype(np.float32)
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, state: dict) -> "LatentSpace":
+        dims = state.get("dims")
+        return cls(
+            dim=int(state["dim"]),
+            seq_len=int(state["seq_len"]),
+            dims=[int(d) for d in dims] if dims is not None else None,
+            data_min=float(state["data_min"]),
+            data_max=float(state["data_max"]),
+            normalize=bool(state.get("normalize", True)),
+        )

@@ -1,0 +1,22 @@
+"""Make the melody chain's latent folder: ``python prepare.py`` (see conf/prepare.yaml)."""
+
+import json
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from ddpm.config_check import check_overrides
+from ddpm.errors import run_or_exit
+from ddpm.training import build
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="prepare")
+def main(cfg: DictConfig) -> None:
+    manifest = run_or_exit(lambda: build(cfg.prepare, "prepare").run())
+    print(json.dumps({k: manifest[k] for k in ("input_shape", "active_dims", "splits", "seconds")}))
+
+
+if __name__ == "__main__":
+    run_or_exit(lambda: check_overrides("prepare", sys.argv[1:]))
+    main()

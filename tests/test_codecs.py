@@ -1,0 +1,123 @@
+"""Codecs: the sampling callback and ``sample.py`` write the same files through the run's codec;
+sampling needs only the checkpoint (and the MusicVAE), not the training data; the layers import
+one way."""
+
+import ast
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from ddpm.callbacks.sampling import SampleCallback
+from ddpm.errors import UserError
+from ddpm.sampling import load_checkpoint, restore, sample
+from tests.helpers import CONF
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ddpm"
+
+
+def sample_cfg(overrides):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose("sample", overrides=overrides)
+
+
+def test_callback_and_sample_py_write_the_same_files(melody_run, tmp_path):
+    _, run = melody_run
+    module, _ = restore(load_checkpoint(run / "last.ckpt"), run / "last.ckpt")
+    trainer = type("Trainer", (), {"loggers": [], "current_epoch": 0})()
+    SampleCallback(str(tmp_path / "callback"), n=3, seed=5).draw(trainer, module, "epoch_000")
+    sample(sample_cfg([f"ckpt={run / 'last.ckpt'}", "n=3", "seed=5", f"out_dir={tmp_path / 'cli'}"]))
+    names = lambda d, prefix: sorted(p.name.replace(prefix, "X") for p in d.iterdir() if p.suffix != ".json")  # noqa: E731
+    assert names(tmp_path / "callback", "epoch_000") == names(tmp_path / "cli", "generated")
+    assert len(names(tmp_path / "cli", "generated")) == 2 + 3 + 2 + 1  # npz, pkl, 3 MIDI, 2 WAV, piano roll
+    one = np.load(tmp_path / "callback" / "epoch_000.npz")["samples"]
+    two = np.load(tmp_path / "cli" / "generated.npz")["samples"]
+    np.testing.assert_array_equal(one, two)  # the same draws, decoded with the same seed
+    for i in range(3):
+        a, b = (tmp_path / "callback" / f"epoch_000_{i:03d}.mid"), (tmp_path / "cli" / f"generated_{i:03d}.mid")
+        assert a.read_bytes() == b.read_bytes()
+
+
+def test_sample_py_needs_no_corpus_or_latent_folder(melody_run, tmp_path):
+    """A copy of the chain whose corpus cache and latent folder are deleted: sampling and MIDI infilling
+    work; infilling eval sequences names the missing folder."""
+    root, run = melody_run
+    copy = tmp_path / "chain"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("tensorboard"))
+    ckpt = torch.load(copy / "run" / "last.ckpt", weights_only=True)
+    text = repr(ckpt["run_config"])  # every path of the chain, moved into the copy
+    ckpt["run_config"] = eval(text.replace(str(root), str(copy)))  # noqa: S307 - our own repr of plain types
+    torch.save(ckpt, copy / "run" / "last.ckpt")
+    shutil.rmtree(copy / "cache")
+    shutil.rmtree(copy / "latents")
+    files = sample(sample_cfg([f"ckpt={copy / 'run' / 'last.ckpt'}", "n=2", f"out_dir={tmp_path / 'out'}"]))
+    assert files["npz"].is_file() and files["mid_001"].is_file()
+    song = next((copy / "midi").glob("*.mid"))
+    cfg = [f"ckpt={copy / 'run' / 'last.ckpt'}", "n=2", "infill=[1,3]", f"out_dir={tmp_path / 'midi'}"]
+    assert sample(sample_cfg([*cfg, f"infill_midi={song}"]))["original_mid_000"].is_file()
+    with pytest.raises(UserError, match="eval sequences are gone.*latents"):
+        sample(sample_cfg(cfg))
+
+
+def downgrade(ckpt: dict) -> dict:
+    """The checkpoint as train.py wrote it before codecs: the decoding settings and statistics in the data."""
+    cfg = ckpt["run_config"]
+    prepare, codec, space = cfg["prepare"], cfg["codec"], ckpt["codec"]["space"]
+    data = {"_target_": "ddpm.data.melody.MelodyDataModule", "dir": prepare["out_dir"], "musicvae": codec["musicvae"]}
+    data |= {"corpus": prepare["corpus"], "vae": prepare["musicvae"], "frames": prepare["frames"]}
+    data |= {k: codec[k] for k in ("temperature", "render_n", "qpm", "seed")} | {"batch_size": 4, "normalize": True}
+    old = {k: v for k, v in ckpt.items() if k != "codec"}
+    old["run_config"] = {k: v for k, v in cfg.items() if k not in ("prepare", "codec")} | {"data": data}
+    old["MelodyDataModule"] = {
+        "data_min": space["data_min"],
+        "data_max": space["data_max"],
+        "slice_dims": space["dims"],
+    }
+    return old
+
+
+def test_checkpoints_from_before_codecs_sample_the_same(melody_run, tmp_path):
+    _, run = melody_run
+    ckpt = load_checkpoint(run / "last.ckpt")
+    module, codec = restore(ckpt)
+    torch.save(downgrade(ckpt), tmp_path / "old.ckpt")
+    old = load_checkpoint(tmp_path / "old.ckpt")  # read as today's: its data config is a LatentDataModule's
+    assert old["run_config"]["data"]["_target_"] == "ddpm.data.mvae.LatentDataModule" and "codec" in old
+    old_module, old_codec = restore(old)
+    assert type(old_codec) is type(codec) and old_codec.state_dict() == codec.state_dict()
+    assert old_codec.musicvae_path == codec.musicvae_path
+    draw = lambda m: m.sample(2, torch.Generator().manual_seed(0))  # noqa: E731
+    x = draw(module)
+    torch.testing.assert_close(draw(old_module), x, rtol=0, atol=0)
+    np.testing.assert_array_equal(old_codec.melodies(x), codec.melodies(x))
+
+
+def imports(path: Path) -> set[str]:
+    """The ``ddpm.*`` modules a file imports (at any depth, lazily or not)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+    return {n for n in names if n.startswith("ddpm")}
+
+
+@pytest.mark.parametrize(
+    "package, forbidden",
+    [
+        ("io", ("ddpm.data", "ddpm.music", "ddpm.codecs", "ddpm.module", "ddpm.training", "ddpm.sampling")),
+        ("music", ("ddpm.data", "ddpm.codecs", "ddpm.module", "ddpm.training", "ddpm.sampling", "ddpm.studio")),
+        ("data", ("ddpm.music", "ddpm.codecs", "ddpm.module", "ddpm.training", "ddpm.sampling", "ddpm.studio")),
+        ("codecs", ("ddpm.data", "ddpm.module", "ddpm.training", "ddpm.sampling", "ddpm.studio")),
+    ],
+)
+def test_layers_import_one_way(package, forbidden):
+    """prepare (music) -> data -> module -> codec -> files: no layer reaches up or sideways."""
+    files = sorted((PACKAGE / package).glob("*.py"))
+    assert files
+    bad = {f.name: sorted(n for n in imports(f) if n.startswith(forbidden)) for f in files}
+    assert not {k: v for k, v in bad.items() if v}

@@ -1,0 +1,93 @@
+"""The melody chain's prepare stage: one folder with a manifest, reused while its inputs hold, rebuilt
+when they change; ``prepare.py`` and ``train_musicvae.py`` run the same stage."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+from hydra.utils import instantiate
+
+from ddpm.io.tfrecords import read_latents
+from tests.helpers import compose_train, melody_overrides
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def stage_for(root, latents, *extra):
+    """The tiny chain's prepare stage, writing to ``latents`` (the MusicVAE and corpus cache of ``root``)."""
+    cfg = compose_train([*melody_overrides(root), f"prepare.out_dir={latents}", *extra])
+    return instantiate(cfg.prepare)
+
+
+def test_manifest_records_inputs_counts_and_stage_times(melody_run):
+    root, _ = melody_run
+    manifest = json.loads((root / "latents" / "manifest.json").read_text())
+    assert manifest["inputs"]["frames"] == 4 and manifest["inputs"]["musicvae"] == str(root / "vae.pt")
+    assert len(manifest["inputs"]["musicvae_sha256"]) == 16
+    assert manifest["input_shape"] == [4, 512] and manifest["active_dims"] == 512  # threshold 0: all
+    assert set(manifest["seconds"]) == {"corpus", "musicvae", "latents"}
+    evals = sum(len(read_latents(p)) for p in sorted((root / "latents").glob("eval-*.tfrecord")))
+    assert manifest["splits"]["eval"]["sequences"] == evals > 0
+    with np.load(root / "latents" / "eval_events.npz") as data:
+        assert data["events"].shape == (evals, 4 * 32)  # one corpus melody per eval record
+
+
+def test_stage_reuses_its_folder_and_rebuilds_when_inputs_change(melody_run, tmp_path):
+    root, _ = melody_run
+    latents = tmp_path / "latents"
+    shutil.copytree(root / "latents", latents)
+    before = (latents / "manifest.json").stat().st_mtime_ns
+    stage = stage_for(root, latents)
+    assert stage.manifest() is not None and stage.run()["active_dims"] == 512
+    assert (latents / "manifest.json").stat().st_mtime_ns == before  # same inputs: reused as it is
+
+    manifest = stage_for(root, latents, "prepare.kl_threshold=1e9", "prepare.shards=2").run()  # other inputs
+    assert manifest["inputs"]["kl_threshold"] == 1e9 and manifest["active_dims"] == 0
+    assert len(list(latents.glob("eval-*.tfrecord"))) == 2  # the old 4 shards are gone
+    assert stage_for(root, latents).manifest() is None  # and the first stage's folder is now stale
+
+    split = stage_for(root, latents, "prepare.corpus.eval_fraction=0.5")  # another split of the corpus
+    assert split.manifest() is None and split.run()["splits"]["eval"]["tunes"] > manifest["splits"]["eval"]["tunes"]
+
+
+def test_a_retrained_musicvae_makes_the_folder_stale(melody_run, tmp_path):
+    root, _ = melody_run
+    shutil.copy(root / "vae.pt", tmp_path / "vae.pt")
+    shutil.copytree(root / "latents", tmp_path / "latents")
+    stage = stage_for(root, tmp_path / "latents", f"prepare.musicvae.path={tmp_path / 'vae.pt'}")
+    manifest = json.loads((tmp_path / "latents" / "manifest.json").read_text())
+    manifest["inputs"]["musicvae"] = str(tmp_path / "vae.pt")  # as if made with this copy
+    (tmp_path / "latents" / "manifest.json").write_text(json.dumps(manifest))
+    assert stage.manifest() is not None
+    cmd = [
+        sys.executable,
+        "train_musicvae.py",
+        *[o for o in melody_overrides(root) if o.startswith(("prepare", "+prepare"))],
+    ]
+    cmd += [
+        f"prepare.musicvae.path={tmp_path / 'vae.pt'}",
+        "prepare.musicvae.seed=1",
+        f"hydra.run.dir={tmp_path / 'log'}",
+    ]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == f"saved {tmp_path / 'vae.pt'}"
+    assert (tmp_path / "vae.pt").read_bytes() != (root / "vae.pt").read_bytes()
+    assert stage.manifest() is None  # the latents were made with the old MusicVAE: rebuilt on next use
+
+
+def test_prepare_py_runs_the_stage_alone_and_reports_bad_values(melody_run, tmp_path):
+    root, _ = melody_run
+    overrides = [o for o in melody_overrides(root) if o.startswith(("prepare", "+prepare"))]
+    cmd = [sys.executable, "prepare.py", *overrides, f"prepare.out_dir={tmp_path / 'lat'}", f"hydra.run.dir={tmp_path}"]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    printed = json.loads(res.stdout.strip().splitlines()[-1])
+    assert (
+        printed["input_shape"] == [4, 512]
+        and printed["splits"] == json.loads((root / "latents" / "manifest.json").read_text())["splits"]
+    )  # the same corpus, MusicVAE and split: the same folder
+    res = subprocess.run([sys.executable, "prepare.py", "prepare.frames=0"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.strip() == "error: prepare.frames=0: expected an integer >= 1"
