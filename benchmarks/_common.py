@@ -14,3 +14,18 @@ def make_config(overrides: list[str], output_dir: str | Path) -> DictConfig:
         cfg = compose("train", overrides=overrides)
     cfg.paths.output_dir = str(output_dir)
     return cfg
+
+
+def restore_run(path: str | Path):
+    """(checkpoint, module, codec) of a training checkpoint.
+
+    The checkpoint is upgraded to today's form first (``ddpm.legacy.upgrade_checkpoint``; ``restore``
+    does the same internally), so that its ``run_config`` also reads the run's data the way
+    ``restore`` sees it (``ddpm.sampling.eval_latents``), for old checkpoints too.
+    """
+    from ddpm.legacy import upgrade_checkpoint
+    from ddpm.sampling import load_checkpoint, restore
+
+    ckpt = upgrade_checkpoint(load_checkpoint(path))
+    module, codec = restore(ckpt, path)
+    return ckpt, module, codec

@@ -70,11 +70,11 @@ def main() -> None:
         metrics = train(cfg)
         print(f"trained {time.perf_counter() - start:.0f} s; final val/loss {metrics['val/loss']:.4f}")
         ckpt = Path(args.out) / "last.ckpt"
-    module, datamodule = restore(load_checkpoint(ckpt))
+    module, codec = restore(load_checkpoint(ckpt), ckpt)
     start = time.perf_counter()
-    samples = datamodule.decode(module.sample(args.n, torch.Generator().manual_seed(0), batch_size=500))
+    samples = codec.decode(module.sample(args.n, torch.Generator().manual_seed(0), batch_size=500))
     print(f"sampled {args.n} digits at T={module.diffusion.num_timesteps} in {time.perf_counter() - start:.0f} s")
-    datamodule.write_samples(torch.from_numpy(samples[:100] * 2 - 1), Path(args.out), "bench_samples")
+    codec.write(torch.from_numpy(samples[:100] * 2 - 1), Path(args.out), "bench_samples")
 
     rng = np.random.default_rng(0)
     mean, std = to01(x_train).mean(0), to01(x_train).std(0)

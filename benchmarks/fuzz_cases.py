@@ -18,11 +18,11 @@ from tfrecord import example_pb2
 from benchmarks._common import CONF, make_config
 from ddpm.config_check import INTEGER, REAL, check_overrides
 from ddpm.data.mvae import LatentDataModule
-from ddpm.data.tfrecords import masked_crc, write_latents
 from ddpm.errors import UserError
+from ddpm.io.tfrecords import masked_crc, write_latents
 from ddpm.music.corpus import load_melodies, midi_tunes
 from ddpm.music.musicvae import MusicVAE
-from ddpm.music.pipeline import load_musicvae, save_musicvae
+from ddpm.music.vae_io import load_musicvae, save_musicvae
 from ddpm.sampling import load_checkpoint, restore, sample
 from ddpm.training import train
 
@@ -87,7 +87,7 @@ def make_fixtures(root: Path) -> Fixtures:
     write_latents(latents / "eval-00000-of-00001.tfrecord", rng.standard_normal((8, FRAMES, DIMS)))
     train(make_config([*TINY_RUN, f"data.dir={latents}"], root / "run"))
     vae = MusicVAE(**{k: v for k, v in VAE_CFG.items() if k != "_target_"})
-    musicvae = save_musicvae(vae, OmegaConf.create(VAE_CFG), root / "vae.pt")
+    musicvae = save_musicvae(vae, dict(VAE_CFG), root / "vae.pt")
     marker = root / "code_ran"
     evil = root / "evil.ckpt"
     torch.save({"state_dict": {}, "run_config": {}, "x": Evil(os.system, f"touch {marker}")}, evil)
@@ -310,7 +310,7 @@ def checkpoint_cases(work: Path, fx: Fixtures, rng: random.Random, n: int) -> It
     good = torch.load(fx.ckpt, weights_only=True)
     good_bytes, vae_bytes = fx.ckpt.read_bytes(), fx.musicvae.read_bytes()
     calls = [os.system, eval, exec, __import__("subprocess").call, __import__("shutil").rmtree]
-    targets = ["os.system", "builtins.eval", "subprocess.call", "shutil.rmtree", "ddpm.data.tfrecords.write_latents"]
+    targets = ["os.system", "builtins.eval", "subprocess.call", "shutil.rmtree", "ddpm.io.tfrecords.write_latents"]
     folder = work / "checkpoint"
     folder.mkdir(parents=True)
     for i in range(n):

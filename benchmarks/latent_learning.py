@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import make_config  # noqa: E402
-from ddpm.data.tfrecords import write_latents  # noqa: E402
+from ddpm.io.tfrecords import write_latents  # noqa: E402
 from ddpm.metrics import frechet_distance, mmd_rbf  # noqa: E402
 from ddpm.sampling import load_checkpoint, restore  # noqa: E402
 from ddpm.training import train  # noqa: E402
@@ -87,12 +87,13 @@ def main() -> None:
     metrics = train(cfg)
     print(f"trained {time.perf_counter() - start:.0f} s; final val/loss {metrics['val/loss']:.4f}")
 
-    module, datamodule = restore(load_checkpoint(Path(args.out) / "last.ckpt"))
+    ckpt = Path(args.out) / "last.ckpt"
+    module, codec = restore(load_checkpoint(ckpt), ckpt)
     n = args.n_eval
     start = time.perf_counter()
-    samples = datamodule.decode(module.sample(n, torch.Generator().manual_seed(0), batch_size=500))
+    samples = codec.decode(module.sample(n, torch.Generator().manual_seed(0), batch_size=500))
     print(f"sampled {n} sequences at T=1000 in {time.perf_counter() - start:.0f} s")
-    noise = datamodule.decode(torch.randn((n, args.frames, args.dims), generator=torch.Generator().manual_seed(1)))
+    noise = codec.decode(torch.randn((n, args.frames, args.dims), generator=torch.Generator().manual_seed(1)))
     ref = features(eval_x)
     print(f"{'set vs held-out':<26}{'Frechet':>10}{'MMD_rbf':>10}")
     for name, x in (("DDPM samples", samples), ("noise baseline", noise), ("train split (floor)", train_x[:n])):

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import restore_run  # noqa: E402
 from ddpm.metrics import frechet_distance, mmd_rbf  # noqa: E402
 from ddpm.music.events import events_to_notes  # noqa: E402
-from ddpm.music.pipeline import decode_latents  # noqa: E402
-from ddpm.sampling import load_checkpoint, restore  # noqa: E402
+from ddpm.sampling import eval_latents  # noqa: E402
 
 MAJOR = np.array([0, 2, 4, 5, 7, 9, 11])
 
@@ -57,15 +57,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    module, dm = restore(load_checkpoint(args.ckpt))
-    dm.setup("fit")
-    dims = dm.slice_dims
-    held_out = dm.read_split("eval")  # sliced, unnormalized: [N, frames, active]
+    ckpt, module, codec = restore_run(args.ckpt)
+    dims = codec.space.dims
+    held_out = eval_latents(ckpt["run_config"])  # unnormalized, every dim: [N, frames, 512]
     held_out = held_out[np.random.default_rng(0).permutation(len(held_out))[: args.n]]
     n = len(held_out)
-    generated = dm.decode(module.sample(n, torch.Generator().manual_seed(args.seed)))  # [n, frames, 512]
+    generated = codec.decode(module.sample(n, torch.Generator().manual_seed(args.seed)))  # [n, frames, 512]
     prior = np.random.default_rng(args.seed + 1).standard_normal(generated.shape).astype(np.float32)
-    held_full = dm.decode(torch.from_numpy(dm.transform(held_out)))
+    held_full = codec.decode(codec.to_model(held_out))  # the active dims kept, the rest N(0, 1)
 
     print(f"{n} sequences of {generated.shape[1]} frames; {len(dims)} active dims")
     flat = lambda x: x[..., dims].reshape(-1, len(dims))  # noqa: E731
@@ -74,7 +73,7 @@ def main() -> None:
     ref_stats = None
     rows = []
     for name, latents in (("held-out", held_full), ("DDPM", generated), ("prior N(0,I)", prior)):
-        melodies = decode_latents(dm.musicvae, latents, dm.temperature, dm.seed)
+        melodies = codec.melodies_from_latents(latents)
         stats = summarize(melodies)
         ref_stats = ref_stats or stats
         fd = frechet_distance(ref, flat(latents)) if name != "held-out" else 0.0

@@ -19,7 +19,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import CONF  # noqa: E402
 from ddpm.music.corpus import load_melodies, split_by_title  # noqa: E402
-from ddpm.music.pipeline import active_dims, encode_windows, load_musicvae, windows  # noqa: E402
+from ddpm.music.prepare import active_dims, windows  # noqa: E402
+from ddpm.music.vae_io import encode_windows, load_musicvae  # noqa: E402
 
 
 def reconstruction(model, events: np.ndarray, keep: list[int] | None = None, batch: int = 1024) -> tuple[float, float]:

@@ -27,9 +27,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import restore_run  # noqa: E402
 from ddpm.metrics import frechet_distance  # noqa: E402
+from ddpm.music.prepare import read_eval_events  # noqa: E402
 from ddpm.samplers import AncestralSampler, DDIMSampler, DPMSolverPP2MSampler, Sampler  # noqa: E402
-from ddpm.sampling import load_checkpoint, restore  # noqa: E402
+from ddpm.sampling import eval_latents, load_checkpoint, restore  # noqa: E402
 
 SAMPLERS = {  # name -> sampler with that many network evaluations
     "ancestral": lambda steps: AncestralSampler(),  # all T steps, run once
@@ -52,7 +54,7 @@ class DigitsTask:
 
         from ddpm.data.images import load_digits_split
 
-        self.module, self.datamodule = restore(load_checkpoint(ckpt), ckpt)
+        self.module, self.codec = restore(load_checkpoint(ckpt), ckpt)
         self.n = n
         x_train, x_val, y_train, _ = load_digits_split()
         to01 = lambda x: ((x + 1) / 2).reshape(len(x), -1)  # noqa: E731
@@ -64,7 +66,7 @@ class DigitsTask:
         return np.maximum(0, x @ self.classifier.coefs_[0] + self.classifier.intercepts_[0])
 
     def score(self, x: torch.Tensor) -> dict[str, float]:
-        images = self.datamodule.decode(x.cpu()).reshape(len(x), -1)  # [n, 64] in [0, 1]
+        images = self.codec.decode(x.cpu()).reshape(len(x), -1)  # [n, 64] in [0, 1]
         confident = float((self.classifier.predict_proba(images).max(1) >= 0.9).mean())
         return {"classifier_fd": frechet_distance(self.reference, self.features(images)), "confident": confident}
 
@@ -76,15 +78,15 @@ class MelodyTask:
     metrics = {"latent_fd": "latent Frechet distance (lower is better)", "pitch_consistency": "pitch Consistency"}
 
     def __init__(self, ckpt: str, n: int, seed: int):
-        self.module, self.dm = restore(load_checkpoint(ckpt), ckpt)
+        run, self.module, self.codec = restore_run(ckpt)
         self.seed = seed
-        events, _ = self.dm.eval_melodies()
-        latents = self.dm.read_split("eval", sliced=False)  # [N, frames, 512]: the stored means
+        events, _ = read_eval_events(run["run_config"]["data"]["dir"])
+        latents = eval_latents(run["run_config"])  # [N, frames, 512]: the stored means
         self.n = min(n, len(events))
         if self.n < n:
             print(f"melody: the eval split has {len(events)} sequences; n={self.n}")
         gt = np.random.default_rng(0).permutation(len(events))[: self.n]  # evaluate.py's split_seed 0
-        self.dims = self.dm.slice_dims
+        self.dims = self.codec.space.dims
         self.reference = self.flat(latents[gt])
         try:
             from ddpm.music.similarity import consistency_variance, piece_overlaps
@@ -98,10 +100,10 @@ class MelodyTask:
         return latents[..., self.dims].reshape(-1, len(self.dims))  # frames x active dims
 
     def score(self, x: torch.Tensor) -> dict[str, float]:
-        latents = self.dm.decode(x.cpu(), self.seed)  # [n, frames, 512]
+        latents = self.codec.decode(x.cpu(), self.seed)  # [n, frames, 512]
         row = {"latent_fd": frechet_distance(self.reference, self.flat(latents))}
         if self.overlaps is not None:
-            overlaps = self.overlaps(self.dm.melodies_from_latents(latents))
+            overlaps = self.overlaps(self.codec.melodies_from_latents(latents))
             row |= self.consistency_variance(overlaps, self.gt_overlaps)
         return row
 

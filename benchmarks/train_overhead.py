@@ -34,7 +34,9 @@ def run_mode(mode: str, overrides: list[str], steps: int, warmup: int) -> dict:
     cfg = make_config(overrides, out)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    module = build_model(cfg, datamodule)
+    codec = instantiate(cfg.codec)
+    codec.fit(datamodule)
+    module = build_model(cfg, codec)
     batch_size = datamodule.batch_size
 
     if mode == "bare":
@@ -91,7 +93,7 @@ def mittal_data(n: int) -> list[str]:
 
     import numpy as np
 
-    from ddpm.data.tfrecords import write_latents
+    from ddpm.io.tfrecords import write_latents
 
     root = Path(tempfile.mkdtemp())
     rng = np.random.default_rng(0)
