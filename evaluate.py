@@ -8,10 +8,12 @@ from omegaconf import DictConfig
 from ddpm.config_check import check_overrides
 from ddpm.errors import run_or_exit
 from ddpm.evaluation import evaluate
+from ddpm.progress import to_stderr
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
+    to_stderr()
     files = run_or_exit(lambda: evaluate(cfg))
     for kind, path in files.items():
         print(f"{kind}: {path}")

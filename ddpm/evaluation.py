@@ -94,7 +94,7 @@ def build_sets(
 
     generator = torch.Generator().manual_seed(int(cfg.seed))
     start = time.perf_counter()
-    x = module.sample(n, generator, batch_size=cfg.batch_size, sampler=sampler)
+    x = module.sample(n, generator, batch_size=cfg.batch_size, sampler=sampler, progress="DDPM")
     timings["ddpm"] = time.perf_counter() - start
     generated = codec.decode(x, cfg.seed)
     sets.append(MelodySet("DDPM", codec.melodies_from_latents(generated), generated, _sampler_name(cfg)))
@@ -111,7 +111,9 @@ def build_sets(
             infillers.append(("DDPM infilling (RePaint)", instantiate(cfg.repaint), json.dumps(dict(cfg.repaint))))
         for name, infiller, note in infillers:
             start = time.perf_counter()
-            x = module.sample(n, generator, batch_size=cfg.batch_size, known=known, mask=mask, sampler=infiller)
+            x = module.sample(
+                n, generator, batch_size=cfg.batch_size, known=known, mask=mask, sampler=infiller, progress=name
+            )
             timings[name] = time.perf_counter() - start
             filled = codec.decode(x, cfg.seed)
             filled[:, keep] = full[:, keep]  # kept frames: the true originals, all dims

@@ -13,6 +13,7 @@ from torchmetrics import MeanMetric
 from ddpm.checkpoint_io import CheckpointError
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.errors import UserError
+from ddpm.progress import Progress
 from ddpm.samplers import AncestralSampler, Sampler
 
 
@@ -167,22 +168,33 @@ class DiffusionModule(L.LightningModule):
         known: Tensor | None = None,
         mask: Tensor | None = None,
         sampler: Sampler | None = None,
+        progress: str | None = None,
     ) -> Tensor:
         """Draw ``n`` samples [n, *S] in model space with the sampling (EMA) weights, in batches.
 
         ``sampler`` (``ddpm.samplers``) defaults to ancestral sampling over all T steps; ``known``
-        and ``mask`` ([n, *S], mask 1 = keep) infill.
+        and ``mask`` ([n, *S], mask 1 = keep) infill. With ``progress``, network evaluations done
+        are logged under that name (``ddpm.progress``).
         """
         sampler = sampler if sampler is not None else AncestralSampler()
         was_training = self.training
         self.eval()
         shape = tuple(self.denoiser.sample_shape)
+        batches = -(-n // batch_size)
+        counter = Progress(progress, batches * sampler.evaluations(self.diffusion), "network evaluations")
         chunks = []
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             k = known[start : start + b].to(self.device) if known is not None else None
             m = mask[start : start + b].to(self.device) if mask is not None else None
             net = self.sampling_denoiser
-            chunks.append(sampler.sample(self.diffusion, net, (b, *shape), generator, self.device, k, m))
+            steps = sampler.sample_progressive(self.diffusion, net, (b, *shape), generator, self.device, k, m)
+            for t, x_t in steps:  # only the current x_t is kept
+                if t < 0:
+                    chunks.append(x_t)  # the final x_0
+                elif progress:
+                    counter.step()
+        if progress:
+            counter.log(f"{n} samples")
         self.train(was_training)
         return torch.cat(chunks)

@@ -25,3 +25,12 @@ class Progress:
         extra = f"{extra}, " if extra else ""
         elapsed = self.last - self.start
         log.info("%s %d/%d %s (%.0f%%), %s%.0f s", self.what, self.done, self.total, self.unit, share, extra, elapsed)
+
+
+def to_stderr() -> None:
+    """Show progress on stderr in commands whose Hydra logging is off (``sample.py``, ``evaluate.py``)."""
+    if not log.handlers:
+        handler = logging.StreamHandler()  # stderr: stdout stays the list of files written
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)

@@ -182,7 +182,9 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
         raise ConfigError(f"sampler {sampler_cfg}: {e.__cause__ or e}") from e
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(cfg.seed)
-    samples = module.sample(cfg.n, generator, batch_size=cfg.batch_size, known=known, mask=mask, sampler=sampler)
+    samples = module.sample(
+        cfg.n, generator, batch_size=cfg.batch_size, known=known, mask=mask, sampler=sampler, progress="sampling"
+    )
     seconds = time.perf_counter() - start
     latents = None
     if known is not None:  # kept frames: the originals themselves, every latent dimension

@@ -343,7 +343,7 @@ def test_default_samplers_are_ancestral_and_dpmpp_config_builds(tmp_path):
     assert isinstance(dpm, DPMSolverPP2MSampler) and dpm.steps == 20
 
 
-def test_module_sample_uses_the_sampler():
+def tiny_module() -> DiffusionModule:
     class Net(torch.nn.Module):
         sample_shape = (3,)
 
@@ -354,12 +354,26 @@ def test_module_sample_uses_the_sampler():
         def forward(self, x, t):
             return self.w * x
 
-    module = DiffusionModule(Net(), GaussianDiffusion(linear_betas(20)), ema_decay=None)
+    return DiffusionModule(Net(), GaussianDiffusion(linear_betas(20)), ema_decay=None)
+
+
+def test_module_sample_uses_the_sampler():
+    module = tiny_module()
     default = module.sample(5, seed_gen(8))
     assert torch.equal(default, module.diffusion.sample(module.denoiser, (5, 3), seed_gen(8)))
     ddim = DDIMSampler(4)
     x = module.sample(2, seed_gen(8), sampler=ddim)
     assert torch.equal(x, ddim.sample(module.diffusion, module.denoiser, (2, 3), seed_gen(8)))
+
+
+def test_module_sample_logs_its_progress(caplog):
+    import logging
+
+    module = tiny_module()
+    with caplog.at_level(logging.INFO, logger="ddpm.progress"):
+        x = module.sample(5, seed_gen(8), batch_size=2, sampler=DDIMSampler(4), progress="drawing")
+    assert torch.equal(x[:2], module.sample(2, seed_gen(8), sampler=DDIMSampler(4)))  # batches in order
+    assert caplog.messages[-1].startswith("drawing 12/12 network evaluations (100%), 5 samples")  # 3 batches x 4
 
 
 def test_sample_callback_draws_with_its_sampler(tmp_path):
@@ -370,7 +384,7 @@ def test_sample_callback_draws_with_its_sampler(tmp_path):
     class Module:
         codec = type("Codec", (), {"write": lambda self, x, d, name: {}})()
 
-        def sample(self, n, generator, sampler=None):
+        def sample(self, n, generator, sampler=None, progress=None):
             calls.append(sampler)
             return torch.zeros(n, 2)
 

@@ -43,7 +43,9 @@ class SampleCallback(L.Callback):
 
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
         start = time.perf_counter()
-        samples = pl_module.sample(self.n, torch.Generator().manual_seed(self.seed), sampler=self.sampler)
+        samples = pl_module.sample(
+            self.n, torch.Generator().manual_seed(self.seed), sampler=self.sampler, progress=f"samples {name}"
+        )
         seconds = time.perf_counter() - start
         codec = pl_module.codec
         codec.write(samples, self.dirpath, name)
