@@ -254,7 +254,7 @@ def test_report_counts_meters_and_the_cache_key_follows_the_extraction(tmp_path,
 
 
 def test_bad_meters_option_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match=r"corpus\.meters: got 'triple'"):
+    with pytest.raises(ConfigError, match=r"prepare\.corpus\.meters: got 'triple'"):
         load_melodies(tmp_path, ["miscFolk"], meters="triple")
 
 

@@ -82,7 +82,7 @@ def check_meter(signatures: list, meters: str = "duple") -> tuple[object, str, s
 def bar_fits(bar_steps: float, meters: str) -> bool:
     """Whether a bar of ``bar_steps`` 16th steps is kept: whole steps, and with "duple" dividing the window."""
     if meters not in METERS:
-        raise ConfigError(f"corpus.meters: got {meters!r}; expected one of {list(METERS)}")
+        raise ConfigError(f"prepare.corpus.meters: got {meters!r}; expected one of {list(METERS)}")
     whole = bar_steps > 0 and bar_steps == int(bar_steps)
     return whole and (meters == "all" or WINDOW_STEPS % int(bar_steps) == 0)
 
@@ -199,7 +199,7 @@ def corpus_files(collections: list[str]) -> list[Path]:
     root = corpus_root()
     unknown = [c for c in collections if c not in COLLECTIONS]
     if unknown:
-        raise ConfigError(f"corpus.collections: unknown {unknown}; choose from {sorted(COLLECTIONS)}")
+        raise ConfigError(f"prepare.corpus.collections: unknown {unknown}; choose from {sorted(COLLECTIONS)}")
     return [p for c in collections for p in sorted(root.glob(COLLECTIONS[c]))]
 
 
