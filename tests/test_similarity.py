@@ -144,3 +144,24 @@ def test_bootstrap_interval_brackets_the_estimate():
     for key, (low, high) in interval.items():
         assert low <= high
         assert low - 1e-9 <= point[key] <= high + 1e-9 or math.isclose(point[key], high)
+
+
+def test_repetition_finds_copied_bars_and_the_loop_period():
+    from ddpm.music.scoring import melody_statistics, repetition
+
+    rng = np.random.default_rng(0)
+    bars = rng.integers(2, 40, size=(32, 16))  # an onset every step: no two bars equal by chance
+    assert repetition(bars.reshape(-1)) == (0.0, 0)
+    looped = np.resize(bars[:6], (32, 16))  # a 6-bar tune played again to fill 32 bars
+    assert repetition(looped.reshape(-1)) == (pytest.approx(26 / 32), 6)
+    silent_start = bars.copy()
+    silent_start[:4] = NOTE_OFF  # silent bars are neither counted nor copies
+    silent_start[10] = silent_start[5]
+    assert repetition(silent_start.reshape(-1)) == (pytest.approx(1 / 28), 0)
+    late = bars.copy()
+    late[29:] = late[:3]  # repeats only after 29 bars: 3 bars, under one frame: not a loop
+    assert repetition(late.reshape(-1))[1] == 0
+    late[28:] = late[:4]  # after 28 bars, one whole frame: a loop
+    assert repetition(late.reshape(-1))[1] == 28
+    stats = melody_statistics(np.stack([bars.reshape(-1), looped.reshape(-1)]))
+    assert stats["loops"] == 0.5 and stats["repeated_bars"] == pytest.approx(26 / 64)

@@ -4,7 +4,9 @@ Each set is scored with the framewise self-similarity of Mittal et al. (``simila
 Consistency and Variance for pitch and duration, with bootstrap intervals), latent Frechet
 distance and MMD in the active dimensions (``ddpm.metrics``), and three melody statistics: notes
 per bar, the total-variation distance between pitch-class histograms, and the share of notes
-outside each melody's prevailing major key.
+outside each melody's prevailing major key; and two measures of literal repetition, which the OA
+figures reward: the share of bars that copy an earlier bar of the same melody, and the share of
+melodies that are a loop (the whole melody repeats itself after ``p <= LOOP_MAX_BARS`` bars).
 """
 
 import json
@@ -15,12 +17,39 @@ import numpy as np
 
 from ddpm.io.atomic import atomic_path, atomic_write_text
 from ddpm.metrics import frechet_distance, mmd_rbf
-from ddpm.music.events import events_to_notes
+from ddpm.music.events import NOTE_OFF, events_to_notes
 from ddpm.music.similarity import bootstrap_consistency_variance, consistency_variance, piece_overlaps
 
 MAJOR = np.array([0, 2, 4, 5, 7, 9, 11])
 OA_COLUMNS = ("pitch_consistency", "pitch_variance", "duration_consistency", "duration_variance")
 MMD_FRAMES = 1024  # frames per set in the MMD (its kernel matrix is quadratic in this)
+STEPS_PER_BAR = 16
+FIRST_NOTE_ON = NOTE_OFF + 1  # event classes from here on are note onsets
+LOOP_MAX_BARS = 28  # a loop repeats at least one 4-bar frame
+
+
+def repetition(melody: np.ndarray) -> tuple[float, int]:
+    """(share of the bars with an onset that equal an earlier bar, the loop period in bars or 0).
+
+    The period is the smallest ``p <= LOOP_MAX_BARS`` with ``melody[p bars:] == melody[:-p bars]``:
+    a looped short tune (the prepare stage fills 32 bars so) has one, most composed 32 bars do not.
+    """
+    bars = melody.reshape(-1, STEPS_PER_BAR)
+    sounding = [b for b in bars if (b >= FIRST_NOTE_ON).any()]
+    seen, copies = set(), 0
+    for bar in sounding:
+        copies += bar.tobytes() in seen
+        seen.add(bar.tobytes())
+    steps = len(melody)
+    period = next(
+        (
+            p
+            for p in range(1, LOOP_MAX_BARS + 1)
+            if np.array_equal(melody[p * STEPS_PER_BAR :], melody[: steps - p * STEPS_PER_BAR])
+        ),
+        0,
+    )
+    return copies / max(len(sounding), 1), period
 
 
 @dataclass
@@ -37,6 +66,7 @@ class MelodySet:
 def melody_statistics(melodies: np.ndarray) -> dict:
     """Notes per bar, out-of-key share (means over melodies) and the pooled pitch-class histogram."""
     density, out_of_key, pc_total = [], [], np.zeros(12)
+    copied, loops = zip(*map(repetition, melodies)) if len(melodies) else ((), ())
     for melody in melodies:
         pitches = np.array([n.pitch for n in events_to_notes(melody)], np.int64)
         density.append(len(pitches) / (len(melody) / 16))
@@ -49,6 +79,8 @@ def melody_statistics(melodies: np.ndarray) -> dict:
         "notes_per_bar": float(np.mean(density)) if density else 0.0,
         "out_of_key": float(np.mean(out_of_key)) if out_of_key else 0.0,
         "pc_hist": pc_total / max(pc_total.sum(), 1.0),
+        "repeated_bars": float(np.mean(copied)) if copied else 0.0,
+        "loops": float(np.mean(np.array(loops) > 0)) if loops else 0.0,
     }
 
 
@@ -82,6 +114,7 @@ def score_set(
     row["notes_per_bar"] = stats["notes_per_bar"]
     row["pc_distance"] = float(0.5 * np.abs(stats["pc_hist"] - gt_stats["pc_hist"]).sum())
     row["out_of_key"] = stats["out_of_key"]
+    row["repeated_bars"], row["loops"] = stats["repeated_bars"], stats["loops"]
     row["mean_oa"] = np.nanmean(overlaps, 0).tolist()
     row["overlaps"] = [[None if np.isnan(v) else float(v) for v in o] for o in overlaps]  # JSON has no NaN
     if melody_set.repeats:
@@ -107,8 +140,11 @@ def _fmt(value, digits: int = 3) -> str:
 
 def table_markdown(rows: list[dict]) -> str:
     """The table as Markdown: each OA figure with its 95% bootstrap interval."""
-    columns = "set | n | pitch C | pitch V | duration C | duration V | latent FD | MMD | notes/bar | PC dist | off-key"
-    head = f"| {columns} |\n| --- |{' ---: |' * 10}\n"
+    columns = (
+        "set | n | pitch C | pitch V | duration C | duration V | latent FD | MMD | notes/bar | PC dist | off-key"
+        " | repeated bars | loops"
+    )
+    head = f"| {columns} |\n| --- |{' ---: |' * 12}\n"
     lines = []
     for r in rows:
         cells = []
@@ -121,7 +157,8 @@ def table_markdown(rows: list[dict]) -> str:
                 cells.append(f"{r[key]:.3f} [{low:.2f}, {high:.2f}]")
         lines.append(
             f"| {r['set']} | {r['n']} | {' | '.join(cells)} | {_fmt(r['latent_fd'], 2)} | {_fmt(r['latent_mmd'], 4)} "
-            f"| {r['notes_per_bar']:.2f} | {r['pc_distance']:.3f} | {r['out_of_key']:.3f} |"
+            f"| {r['notes_per_bar']:.2f} | {r['pc_distance']:.3f} | {r['out_of_key']:.3f} "
+            f"| {r.get('repeated_bars', 0):.2f} | {r.get('loops', 0):.2f} |"
         )
     return head + "\n".join(lines) + "\n"
 
