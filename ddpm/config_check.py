@@ -149,6 +149,8 @@ def _expected(name: str, old: Any, new: Any) -> str | None:
 
     ``null`` may replace anything (it switches a callback or a limit off) except a size or count.
     """
+    if old == "???":  # a required value (a checkpoint path): one value, not a list or node
+        return "a value (a path, a number)" if isinstance(new, list | dict) else None
     if _unset(old) or name in LOOSE:
         return None
     if new is None:

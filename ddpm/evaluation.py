@@ -174,6 +174,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Path]:
         module.diffusion.set_sigma(cfg.sigma)
     if cfg.get("temperature") is not None:
         codec.temperature = float(cfg.temperature)
+    if cfg.get("refill"):
+        codec.set_refill(cfg.refill)
     module.to(torch.device(cfg.device))
     codec.to(torch.device(cfg.device))
     sampler = instantiate(cfg.sampler)
@@ -193,6 +195,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Path]:
         "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
         "sigma": module.diffusion.sigma,
         "temperature": codec.temperature,
+        "refill": codec.refill,
         "time_condition": module.diffusion.time_condition,
         "sampling_seconds": {k: round(v, 2) for k, v in timings.items()},
         "total_seconds": round(time.perf_counter() - start, 1),

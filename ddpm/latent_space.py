@@ -3,12 +3,16 @@
 Original latents ``[n, frames, dim]`` -> model space ``[n, seq_len, len(dims)]``: the first
 ``seq_len`` frames, the kept ``dims`` (Mittal's melody setting keeps 42 of 512), min-max scaled to
 [-1, 1] with one scalar min and max. The inverse re-inflates to ``dim`` with standard normal noise
-in the dropped dimensions, as Mittal et al. do before decoding.
+in the dropped dimensions, as Mittal et al. do before decoding; ``refill`` says whether each frame
+gets its own draw (Mittal's ``noise``), the frames of a sequence share one (``shared``: frames the
+model made equal decode alike), or the dropped dimensions take the prior mean (``zeros``).
 """
 
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+REFILLS = ("noise", "shared", "zeros")
 
 
 @dataclass
@@ -36,14 +40,23 @@ class LatentSpace:
             return x
         return ((x - self.data_min) / (self.data_max - self.data_min) * 2 - 1).astype(np.float32)
 
-    def to_latents(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Model space ``[n, seq_len, kept]`` -> original latents ``[n, seq_len, dim]``; dropped dims ~ N(0, 1)."""
+    def to_latents(self, x: np.ndarray, rng: np.random.Generator, refill: str = "noise") -> np.ndarray:
+        """Model space ``[n, seq_len, kept]`` -> original latents ``[n, seq_len, dim]``; dropped dims ~ N(0, 1),
+        drawn per frame (``refill="noise"``) or once per sequence (``"shared"``), or 0 (``"zeros"``)."""
+        if refill not in REFILLS:
+            raise ValueError(f"refill={refill!r}: expected one of {', '.join(REFILLS)}")
         x = np.asarray(x, np.float32)
         if self.normalize:
             x = (x + 1) / 2 * (self.data_max - self.data_min) + self.data_min
         if self.dims is None:
             return x.astype(np.float32)
-        full = rng.standard_normal((*x.shape[:-1], self.dim))
+        shape = (*x.shape[:-1], self.dim)
+        if refill == "noise":
+            full = rng.standard_normal(shape)
+        elif refill == "shared":  # one draw per sequence, the same for each of its frames
+            full = np.repeat(rng.standard_normal((*x.shape[:-2], 1, self.dim)), x.shape[-2], axis=-2)
+        else:
+            full = np.zeros(shape)
         full[..., self.dims] = x
         return full.astype(np.float32)
 

@@ -161,6 +161,8 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
     ckpt_path = Path(cfg.ckpt)
     ckpt = load_checkpoint(ckpt_path)
     module, codec = restore(ckpt, ckpt_path)
+    if cfg.get("refill") and hasattr(codec, "set_refill"):
+        codec.set_refill(cfg.refill)
     device = torch.device(cfg.device)
     module.to(device)
     if cfg.get("compile"):  # x1.45 for the UNet on CPU after ~30 s of compilation (README benchmarks)

@@ -79,8 +79,28 @@ def test_default_is_the_folk_melody_chain(tmp_path):
     assert (
         cfg.diffusion.betas._target_ == "ddpm.schedules.mittal_betas" and cfg.diffusion.time_condition == "noise_level"
     )
+    assert cfg.sampler._target_ == "ddpm.samplers.DDIMSampler" and (cfg.sampler.steps, cfg.sampler.eta) == (40, 0.5)
     digits = compose_train(["experiment=digits"], tmp_path)
     assert (
         digits.model._target_ == "ddpm.denoisers.UNet"
         and digits.diffusion.betas._target_ == "ddpm.schedules.linear_betas"
     )
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["ckpt={a:1}"], r"ckpt={a:1}: expected a value \(a path, a number\) for ckpt"),
+        (["ckpt=[1,2]"], r"ckpt=\[1,2\]: expected a value"),
+        (["ckpt=x", "refill=7"], None),  # refill: a string, checked when sampling (set_refill)
+    ],
+)
+def test_required_values_take_one_value(argv, message):
+    from ddpm.config_check import check_overrides
+    from ddpm.errors import ConfigError
+
+    if message is None:
+        assert check_overrides("sample", argv).ckpt == "x"
+        return
+    with pytest.raises(ConfigError, match=message):
+        check_overrides("sample", argv)

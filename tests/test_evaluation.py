@@ -137,6 +137,7 @@ def test_evaluate_end_to_end_on_a_tiny_run(melody_run, tmp_path):
         )
     files = evaluate(cfg)
     meta = json.loads((tmp_path / "table.json").read_text())["meta"]
+    assert meta["refill"] == "shared"  # the codec's default
     assert meta["eval_meters"] == ["4/4"] and meta["eval_sequences"] == len(
         np.load(run.parent / "latents" / "eval_events.npz")["events"]
     )
@@ -221,6 +222,32 @@ def test_refilled_dims_follow_the_seed():
     torch.testing.assert_close(codec.to_model(a), x)  # the inverse of decode
 
 
+def test_refill_shared_keeps_equal_frames_equal():
+    """``shared``: one draw per sequence, so frames the model made equal decode alike (``noise``: they do not)."""
+    from ddpm.codecs.latents import LatentCodec
+    from ddpm.errors import ConfigError
+    from ddpm.latent_space import LatentSpace
+
+    space = LatentSpace(dim=64, seq_len=4, dims=[1, 5, 7], data_min=-2.0, data_max=2.0)
+    x = torch.rand(300, 4, 3) * 2 - 1
+    x[:, 2] = x[:, 0]  # a repeat: frame 2 equals frame 0
+    dropped = np.delete(np.arange(64), [1, 5, 7])
+    full = {}
+    for refill in ("noise", "shared", "zeros"):
+        codec = LatentCodec(refill=refill)
+        codec.space = space
+        full[refill] = codec.decode(x, seed=3)
+        torch.testing.assert_close(codec.to_model(full[refill]), x)  # kept dims: the inverse, whatever the refill
+    shared, noise = full["shared"][..., dropped], full["noise"][..., dropped]
+    assert np.array_equal(full["shared"][:, 2], full["shared"][:, 0])
+    assert (shared == shared[:, :1]).all() and not np.allclose(shared[0], shared[1])  # per sequence, not global
+    assert not np.allclose(full["noise"][:, 2], full["noise"][:, 0])
+    assert abs(shared[:, 0].std() - 1) < 0.05 and abs(noise.std() - 1) < 0.05  # N(0, 1) either way
+    assert not full["zeros"][..., dropped].any()
+    with pytest.raises(ConfigError, match="codec.refill='frame': expected one of noise, shared, zeros"):
+        LatentCodec(refill="frame")
+
+
 def test_evaluate_bad_values_are_user_errors(melody_run, tmp_path):
     from hydra import compose, initialize_config_dir
 
@@ -239,6 +266,7 @@ def test_evaluate_bad_values_are_user_errors(melody_run, tmp_path):
         ([f"eval_dir={other}"], "made with another MusicVAE"),
         (["n=2"], "n=2: expected at least 4"),
         (["n=400"], "n=400: the eval split has"),
+        (["refill=frame"], "refill='frame': expected one of noise, shared, zeros"),
         (["ckpt=" + str(tmp_path / "none.ckpt")], "checkpoint not found"),
     ):
         with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):

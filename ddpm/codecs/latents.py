@@ -7,17 +7,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ddpm.errors import ConfigError
 from ddpm.io.atomic import atomic_path
-from ddpm.latent_space import LatentSpace
+from ddpm.latent_space import REFILLS, LatentSpace
 
 
 class LatentCodec:
-    """Args: ``seed``: default seed of the noise that re-fills dropped dimensions in ``decode``."""
+    """Args: ``seed``: default seed of the noise that re-fills dropped dimensions in ``decode``;
+    ``refill``: ``shared`` (one draw per sequence), ``noise`` (per frame, as Mittal et al.) or ``zeros``."""
 
     bounded = False  # latents are not confined to [-1, 1]: the diffusion must not clip them
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, refill: str = "shared"):
         self.seed = int(seed)
+        self.set_refill(refill, "codec.refill")
         self.space: LatentSpace | None = None
 
     def fit(self, datamodule) -> None:
@@ -25,6 +28,12 @@ class LatentCodec:
         if datamodule.space is None:
             datamodule.setup("fit")
         self.space = datamodule.space
+
+    def set_refill(self, refill: str, field: str = "refill") -> None:
+        """Fill dropped dimensions as ``refill`` says from now on (a sampling-time choice; ``field`` names the key)."""
+        if refill not in REFILLS:
+            raise ConfigError(f"{field}={refill!r}: expected one of {', '.join(REFILLS)}")
+        self.refill = refill
 
     @property
     def sample_shape(self) -> tuple[int, int]:
@@ -37,10 +46,10 @@ class LatentCodec:
     def decode(self, x, seed: int | None = None) -> np.ndarray:
         """Model space ``[n, seq_len, kept]`` -> original latents ``[n, seq_len, dim]`` (numpy).
 
-        Dropped dimensions are drawn from N(0, 1) with ``seed`` (default: the codec's ``seed``).
+        Dropped dimensions are drawn from N(0, 1) with ``seed`` (default: the codec's ``seed``) as ``refill`` says.
         """
         x = x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
-        return self.space.to_latents(x, np.random.default_rng(self.seed if seed is None else seed))
+        return self.space.to_latents(x, np.random.default_rng(self.seed if seed is None else seed), self.refill)
 
     def write(self, x, out_dir: str | Path, name: str, seed: int | None = None, latents=None) -> dict[str, Path]:
         """``name.npz`` (array ``samples``) and ``name.pkl`` (the same array: Mittal's generated.pkl).

@@ -17,10 +17,19 @@ class MelodyCodec(LatentCodec):
     musicvae: the MusicVAE file the latents were made with.
     temperature: decoding temperature (0: greedy). render_n: samples rendered to WAV and drawn.
     qpm: tempo of the MIDI and audio. seed: noise of dropped dims and of sampled decoding.
+    refill: how dropped dims are filled before decoding (``LatentCodec``).
     """
 
-    def __init__(self, musicvae: str, temperature: float = 0.0, render_n: int = 4, qpm: float = 120.0, seed: int = 0):
-        super().__init__(seed)
+    def __init__(
+        self,
+        musicvae: str,
+        temperature: float = 0.0,
+        render_n: int = 4,
+        qpm: float = 120.0,
+        seed: int = 0,
+        refill: str = "shared",
+    ):
+        super().__init__(seed, refill)
         self.musicvae_path = Path(musicvae)
         self.temperature, self.render_n, self.qpm = float(temperature), int(render_n), float(qpm)
         self._musicvae = None
