@@ -12,6 +12,11 @@ CASES = [
     (UNet, (2, 6, 10), {"base_channels": 8}),
     (DenseDDPM, (32, 42), {"num_layers": 2, "mlp_dims": 64}),
     (TransformerDDPM, (32, 42), {"num_layers": 2, "num_heads": 4, "mlp_dims": 64, "embed_channels": 32}),
+    (
+        TransformerDDPM,
+        (8, 6),
+        {"num_layers": 1, "num_heads": 2, "mlp_dims": 16, "embed_channels": 8, "time_in_attention": True},
+    ),
 ]
 
 
@@ -63,6 +68,19 @@ def test_transformer_attention_mixes_every_frame_with_every_other():
     change = (out[1:] - out[:1]).abs().amax(dim=-1)  # (j, i): effect of frame j on output frame i
     off_diagonal = change[~torch.eye(frames, dtype=torch.bool)]
     assert off_diagonal.min().item() > 1e-4, (change < 1e-4).nonzero()[:8].tolist()
+
+
+@pytest.mark.parametrize("time_in_attention", [False, True])
+def test_time_reaches_attention_only_when_asked(time_in_attention):
+    """Mittal's layout: the attention layers see no time; with ``time_in_attention`` they do."""
+    torch.manual_seed(0)
+    net = TransformerDDPM((8, 6), 1, 2, 1, 16, 8, time_in_attention=time_in_attention).eval()
+    seen = []
+    net.encoder.register_forward_hook(lambda module, args, out: seen.append(out))
+    x = torch.randn(1, 8, 6).expand(2, 8, 6)
+    with torch.no_grad():
+        net(x, torch.tensor([10.0, 900.0]))
+    assert torch.allclose(seen[0][0], seen[0][1]) != time_in_attention
 
 
 def test_transformer_examples_are_independent_of_their_batch():

@@ -12,7 +12,8 @@ class TransformerDDPM(nn.Module):
     """Input projection + frame-position encoding -> pre-LN self-attention layers -> FiLM residual MLP.
 
     As in Mittal et al., the time condition enters only through the FiLM blocks of the dense
-    stack after the attention layers.
+    stack after the attention layers; with ``time_in_attention`` it is also added to every frame's
+    token before the attention layers (as DiT-style denoisers do), so attention knows the noise level.
 
     Args:
         sample_shape: ``(frames, latent_dims)``.
@@ -20,6 +21,7 @@ class TransformerDDPM(nn.Module):
         num_mlp_layers: FiLM residual blocks after attention; mlp_dims: their width (and the
             transformer feed-forward width).
         embed_channels: model width inside attention.
+        time_in_attention: add a projection of the time embedding to the tokens entering attention.
     """
 
     def __init__(
@@ -32,6 +34,7 @@ class TransformerDDPM(nn.Module):
         embed_channels: int = 128,
         emb_dim: int = 128,
         dropout: float = 0.0,
+        time_in_attention: bool = False,
     ):
         super().__init__()
         if len(sample_shape) != 2:
@@ -49,16 +52,19 @@ class TransformerDDPM(nn.Module):
         self.norm_in = nn.LayerNorm(embed_channels)
         self.to_mlp = nn.Linear(embed_channels, mlp_dims)
         self.time_embedding = TimeEmbedding(emb_dim)
+        self.time_to_tokens = nn.Linear(self.time_embedding.out_dim, embed_channels) if time_in_attention else None
         self.blocks = nn.ModuleList(DenseResBlock(mlp_dims, self.time_embedding.out_dim) for _ in range(num_mlp_layers))
         self.norm_out = nn.LayerNorm(mlp_dims)
         self.output = nn.Linear(mlp_dims, data_dims)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         """x: [B, L, D], t: [B] -> [B, L, D]."""
+        emb = self.time_embedding(t)  # (B, 4E)
         h = self.input(x) + self.position_encoding  # (B, L, C)
+        if self.time_to_tokens is not None:
+            h = h + self.time_to_tokens(emb)[:, None]
         h = self.encoder(h)
         h = self.to_mlp(self.norm_in(h))  # (B, L, mlp_dims)
-        emb = self.time_embedding(t)  # (B, 4E)
         for block in self.blocks:
             h = block(h, emb)
         return self.output(self.norm_out(h))
