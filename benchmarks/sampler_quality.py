@@ -38,6 +38,8 @@ SAMPLERS = {  # name -> sampler with that many network evaluations
     "ddim": lambda steps: DDIMSampler(steps, eta=0.0, spacing="uniform"),
     "ddim_trailing": lambda steps: DDIMSampler(steps, eta=0.0, spacing="trailing"),
     "ddim_eta1": lambda steps: DDIMSampler(steps, eta=1.0, spacing="trailing"),  # ancestral on a respaced chain
+    "ddim_eta1_uniform": lambda steps: DDIMSampler(steps, eta=1.0, spacing="uniform"),
+    "ddim_eta05": lambda steps: DDIMSampler(steps, eta=0.5, spacing="trailing"),
     "dpmpp_2m": lambda steps: DPMSolverPP2MSampler(steps),
 }
 OA_KEYS = ("pitch_consistency", "pitch_variance", "duration_consistency", "duration_variance")

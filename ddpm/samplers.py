@@ -196,19 +196,25 @@ class DDIMSampler(Sampler):
         steps: network evaluations, 1 to T.
         eta: 0 (DDIM) to 1 (DDPM-like noise), eq. (16).
         spacing: ``uniform``, ``quadratic`` or ``trailing``.
+        at_most_T: ``steps`` above the diffusion's T run all T steps instead of being an error (the
+            default sampler's setting, so it works for a model of any T).
     """
 
     def __init__(
-        self, steps: int = 50, eta: float = 0.0, spacing: Literal["uniform", "quadratic", "trailing"] = "uniform"
+        self,
+        steps: int = 50,
+        eta: float = 0.0,
+        spacing: Literal["uniform", "quadratic", "trailing"] = "uniform",
+        at_most_T: bool = False,
     ):
         if spacing not in ("uniform", "quadratic", "trailing"):
             raise ValueError(f"spacing must be 'uniform', 'quadratic' or 'trailing', got {spacing!r}")
         if steps < 1 or eta < 0:
             raise ValueError(f"steps must be >= 1 and eta >= 0, got steps={steps}, eta={eta}")
-        self.steps, self.eta, self.spacing = int(steps), float(eta), spacing
+        self.steps, self.eta, self.spacing, self.at_most_T = int(steps), float(eta), spacing, bool(at_most_T)
 
     def timesteps(self, num_timesteps: int) -> list[int]:
-        n, T = self.steps, num_timesteps
+        n, T = min(self.steps, num_timesteps) if self.at_most_T else self.steps, num_timesteps
         _check_steps(n, T)
         if self.spacing == "uniform":
             ts = [i * (T // n) for i in range(n)]

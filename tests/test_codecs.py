@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
 from ddpm.callbacks.sampling import SampleCallback
 from ddpm.errors import UserError
@@ -28,8 +29,11 @@ def test_callback_and_sample_py_write_the_same_files(melody_run, tmp_path):
     _, run = melody_run
     module, _ = restore(load_checkpoint(run / "last.ckpt"), run / "last.ckpt")
     trainer = type("Trainer", (), {"loggers": [], "current_epoch": 0})()
-    SampleCallback(str(tmp_path / "callback"), n=3, seed=5).draw(trainer, module, "epoch_000")
-    sample(sample_cfg([f"ckpt={run / 'last.ckpt'}", "n=3", "seed=5", f"out_dir={tmp_path / 'cli'}"]))
+    cfg = sample_cfg([f"ckpt={run / 'last.ckpt'}", "n=3", "seed=5", f"out_dir={tmp_path / 'cli'}"])
+    SampleCallback(str(tmp_path / "callback"), n=3, seed=5, sampler=instantiate(cfg.sampler)).draw(
+        trainer, module, "epoch_000"
+    )
+    sample(cfg)
     names = lambda d, prefix: sorted(p.name.replace(prefix, "X") for p in d.iterdir() if p.suffix != ".json")  # noqa: E731
     assert names(tmp_path / "callback", "epoch_000") == names(tmp_path / "cli", "generated")
     assert len(names(tmp_path / "cli", "generated")) == 2 + 3 + 2 + 1  # npz, pkl, 3 MIDI, 2 WAV, piano roll

@@ -334,13 +334,20 @@ def test_sampler_group_in_sample_and_train_configs(name, cls, tmp_path):
     assert isinstance(callback.sampler, cls) and (name != "ddim" or callback.sampler.steps == 7)
 
 
-def test_default_samplers_are_ancestral_and_dpmpp_config_builds(tmp_path):
-    assert isinstance(instantiate(compose_train([], tmp_path).callbacks.samples).sampler, AncestralSampler)
+def test_default_samplers_are_fast_ddim_and_dpmpp_config_builds(tmp_path):
+    callback = instantiate(compose_train([], tmp_path).callbacks.samples).sampler
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         sample_cfg = compose("sample", overrides=["ckpt=x"])
+        evaluate_cfg = compose("evaluate", overrides=["ckpt=x"])
         dpm = instantiate(compose("sample", overrides=["ckpt=x", "sampler=dpmpp_2m"]).sampler)
-    assert isinstance(instantiate(sample_cfg.sampler), AncestralSampler)
+    for fast in (callback, instantiate(sample_cfg.sampler)):
+        assert isinstance(fast, DDIMSampler) and (fast.steps, fast.eta, fast.spacing) == (40, 0.5, "trailing")
+        assert fast.evaluations(GaussianDiffusion(betas(1000))) == 40
+        assert fast.evaluations(GaussianDiffusion(betas(25))) == 25  # at most T: works for any model
+    assert isinstance(instantiate(evaluate_cfg.sampler), AncestralSampler)  # the reference
     assert isinstance(dpm, DPMSolverPP2MSampler) and dpm.steps == 20
+    with pytest.raises(ValueError, match="steps must be in"):  # an explicit ddim still says so
+        DDIMSampler(40).evaluations(GaussianDiffusion(betas(25)))
 
 
 def tiny_module() -> DiffusionModule:
@@ -397,7 +404,8 @@ def test_sample_callback_draws_with_its_sampler(tmp_path):
 
 
 def test_sample_py_uses_and_records_the_sampler(melody_run, tmp_path):
-    """``sample(cfg)`` with sampler=ddim (and infilling with dpmpp_2m): the record names it; bad steps: ConfigError."""
+    """``sample(cfg)`` by default with sampler=fast, with sampler=ddim (and infilling with dpmpp_2m): the record
+    names it; bad steps: ConfigError."""
     import json
 
     from ddpm.errors import ConfigError
@@ -409,6 +417,15 @@ def test_sample_py_uses_and_records_the_sampler(melody_run, tmp_path):
         with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
             return compose("sample", overrides=[f"ckpt={ckpt}", "n=2", f"out_dir={tmp_path}", *overrides])
 
+    record = json.loads(sample(cfg())["record"].read_text())  # the default: sampler=fast, at most T (10) steps
+    assert record["sampler"] == {
+        "_target_": "ddpm.samplers.DDIMSampler",
+        "steps": 40,
+        "eta": 0.5,
+        "spacing": "trailing",
+        "at_most_T": True,
+    }
+    assert record["network_evaluations"] == 10
     files = sample(cfg("sampler=ddim", "sampler.steps=3", "sampler.spacing=trailing"))
     record = json.loads(files["record"].read_text())
     assert record["sampler"] == {"_target_": "ddpm.samplers.DDIMSampler", "steps": 3, "eta": 0.0, "spacing": "trailing"}

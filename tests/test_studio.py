@@ -152,6 +152,20 @@ def test_progress_counts_the_samplers_network_evaluations(studio):
     assert fractions == sorted(fractions) and fractions[-1] == 0.9
 
 
+def test_the_serve_configs_sampler_is_the_pages_default(studio):
+    """conf/serve.yaml's sampler (fast) starts the page by its own name; a changed file's settings win over it."""
+    from omegaconf import OmegaConf
+
+    from ddpm.studio.engine import load_samplers
+
+    samplers = load_samplers(ROOT / "conf" / "sampler")
+    fast = type(studio)(studio.module, studio.codec, samplers, OmegaConf.load(ROOT / "conf" / "sampler" / "fast.yaml"))
+    assert fast.default_sampler == "fast" and fast.samplers["ddim"].eta == 0.0  # ddim itself untouched
+    ddim7 = OmegaConf.merge(samplers["ddim"], {"steps": 7})
+    custom = type(studio)(studio.module, studio.codec, samplers, ddim7)
+    assert custom.default_sampler == "ddim" and custom.default_steps("ddim") == 7
+
+
 def test_a_model_that_is_not_a_melody_model_is_refused(studio):
     with pytest.raises(UserError, match="needs a melody model"):
         type(studio)(studio.module, object(), name="digits.ckpt")

@@ -80,7 +80,8 @@ class Studio:
         if cfg is None or not self.samplers:
             return next(iter(self.samplers), "ancestral")
         target = cfg.get("_target_")
-        match = [k for k, v in self.samplers.items() if v.get("_target_") == target]
+        match = [k for k, v in self.samplers.items() if v == cfg]  # a file as it is, else its class
+        match = match or [k for k, v in self.samplers.items() if v.get("_target_") == target]
         name = match[0] if match else "default"
         self.samplers[name] = cfg  # the serve config's settings (steps=...) win over the file's
         return name
