@@ -25,6 +25,8 @@ from ddpm.training import train  # noqa: E402
 
 VARIANTS = {
     "base": [],
+    "mittal_layout": ["model.time_in_attention=false"],  # the main job's model before session 9
+    "budget26": ["trainer.max_epochs=400", "trainer.max_time=00:00:26:00"],
     "continuous": ["diffusion.time_condition=continuous_noise_level"],
     "continuous5000": ["diffusion.time_condition=continuous_noise_level", "diffusion.noise_level_scale=5000"],
     "long": ["trainer.max_epochs=120", "trainer.max_time=null"],
