@@ -161,7 +161,9 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
     ckpt_path = Path(cfg.ckpt)
     ckpt = load_checkpoint(ckpt_path)
     module, codec = restore(ckpt, ckpt_path)
-    if cfg.get("refill") and hasattr(codec, "set_refill"):
+    if cfg.get("refill"):
+        if not hasattr(codec, "set_refill"):
+            raise ConfigError(f"refill={cfg.refill}: this run's samples are not latents ({type(codec).__name__})")
         codec.set_refill(cfg.refill)
     device = torch.device(cfg.device)
     module.to(device)

@@ -57,6 +57,16 @@ def test_sample_cli_writes_grid_array_and_record(run_dir, tmp_path):
     assert np.array_equal(np.load(tmp_path / "s2" / "generated.npz")["samples"], samples)  # seeded
 
 
+def test_refill_on_an_image_run_is_a_clear_error(run_dir, tmp_path):
+    cmd = [sys.executable, "sample.py", f"ckpt={run_dir / 'last.ckpt'}", "n=2", f"out_dir={tmp_path}", "refill=zeros"]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert (
+        res.returncode == 2
+        and res.stderr.strip() == "error: refill=zeros: this run's samples are not latents (ImageCodec)"
+    )
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
 def test_sample_cli_missing_checkpoint_is_a_clear_error(tmp_path):
     res = subprocess.run(
         [sys.executable, "sample.py", f"ckpt={tmp_path / 'nope.ckpt'}"], cwd=ROOT, capture_output=True, text=True
