@@ -1,8 +1,10 @@
 """The map between original latents and the diffusion model's space, fitted on the train split.
 
 Original latents ``[n, frames, dim]`` -> model space ``[n, seq_len, len(dims)]``: the first
-``seq_len`` frames, the kept ``dims`` (Mittal's melody setting keeps 42 of 512), min-max scaled to
-[-1, 1] with one scalar min and max. The inverse re-inflates to ``dim`` with standard normal noise
+``seq_len`` frames, the kept ``dims`` (Mittal's melody setting keeps 42 of 512), scaled with scalars
+fitted on the train split: ``minmax`` to [-1, 1] with one min and max (Mittal et al.), or ``standard``
+to mean 0 and variance 1 (as latent diffusion scales its latents, Rombach et al. 2022, sec. 4.3.2: the
+noise schedule then means the same signal-to-noise ratio as on unit-variance data). The inverse re-inflates to ``dim`` with standard normal noise
 in the dropped dimensions, as Mittal et al. do before decoding; ``refill`` says whether each frame
 gets its own draw (Mittal's ``noise``), the frames of a sequence share one (``shared``: frames the
 model made equal decode alike), or the dropped dimensions take the prior mean (``zeros``).
@@ -13,6 +15,16 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 REFILLS = ("noise", "shared", "zeros")
+NORMALIZE = ("minmax", "standard", "none")
+
+
+def normalize_mode(value) -> str:
+    """``normalize`` as one of ``NORMALIZE``; ``True``/``False`` (older configs) are ``minmax``/``none``."""
+    if isinstance(value, bool):
+        return "minmax" if value else "none"
+    if value not in NORMALIZE:
+        raise ValueError(f"normalize={value!r}: expected one of {', '.join(NORMALIZE)} (or true/false)")
+    return value
 
 
 @dataclass
@@ -20,9 +32,14 @@ class LatentSpace:
     dim: int  # latent size of the records (512 for MusicVAE)
     seq_len: int  # frames kept from the start of each record
     dims: list[int] | None  # kept dimensions (None: all)
-    data_min: float = -1.0  # train split's scalar min and max (model space = [-1, 1])
+    data_min: float = -1.0  # train split's scalar min and max (minmax: model space = [-1, 1])
     data_max: float = 1.0
-    normalize: bool = True
+    normalize: str = "minmax"  # minmax | standard | none (True/False: minmax/none)
+    data_mean: float = 0.0  # train split's scalar mean and std (standard: model space has mean 0, std 1)
+    data_std: float = 1.0
+
+    def __post_init__(self):
+        self.normalize = normalize_mode(self.normalize)
 
     @property
     def sample_shape(self) -> tuple[int, int]:
@@ -34,20 +51,29 @@ class LatentSpace:
         return self.scale(x[..., self.dims] if self.dims is not None else x)
 
     def scale(self, x: np.ndarray) -> np.ndarray:
-        """Selected latents ``[n, seq_len, kept]`` -> model space: min-max to [-1, 1] (when ``normalize``)."""
+        """Selected latents ``[n, seq_len, kept]`` -> model space (``normalize``: minmax, standard or none)."""
         x = np.asarray(x, np.float32)
-        if not self.normalize:
-            return x
-        return ((x - self.data_min) / (self.data_max - self.data_min) * 2 - 1).astype(np.float32)
+        if self.normalize == "standard":
+            return ((x - self.data_mean) / self.data_std).astype(np.float32)
+        if self.normalize == "minmax":
+            return ((x - self.data_min) / (self.data_max - self.data_min) * 2 - 1).astype(np.float32)
+        return x
+
+    def unscale(self, x: np.ndarray) -> np.ndarray:
+        """The inverse of ``scale``."""
+        x = np.asarray(x, np.float32)
+        if self.normalize == "standard":
+            return x * self.data_std + self.data_mean
+        if self.normalize == "minmax":
+            return (x + 1) / 2 * (self.data_max - self.data_min) + self.data_min
+        return x
 
     def to_latents(self, x: np.ndarray, rng: np.random.Generator, refill: str = "noise") -> np.ndarray:
         """Model space ``[n, seq_len, kept]`` -> original latents ``[n, seq_len, dim]``; dropped dims ~ N(0, 1),
         drawn per frame (``refill="noise"``) or once per sequence (``"shared"``), or 0 (``"zeros"``)."""
         if refill not in REFILLS:
             raise ValueError(f"refill={refill!r}: expected one of {', '.join(REFILLS)}")
-        x = np.asarray(x, np.float32)
-        if self.normalize:
-            x = (x + 1) / 2 * (self.data_max - self.data_min) + self.data_min
+        x = self.unscale(x)
         if self.dims is None:
             return x.astype(np.float32)
         shape = (*x.shape[:-1], self.dim)
@@ -72,5 +98,7 @@ class LatentSpace:
             dims=[int(d) for d in dims] if dims is not None else None,
             data_min=float(state["data_min"]),
             data_max=float(state["data_max"]),
-            normalize=bool(state.get("normalize", True)),
+            normalize=normalize_mode(state.get("normalize", True)),
+            data_mean=float(state.get("data_mean", 0.0)),
+            data_std=float(state.get("data_std", 1.0)),
         )

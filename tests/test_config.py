@@ -76,7 +76,10 @@ def test_default_is_the_folk_melody_chain(tmp_path):
     assert cfg.prepare._target_ == "ddpm.music.prepare.MelodyLatents"
     assert cfg.codec._target_ == "ddpm.codecs.melodies.MelodyCodec"
     assert cfg.model._target_ == "ddpm.denoisers.TransformerDDPM" and cfg.model.mlp_dims == 512
-    assert cfg.model.time_in_attention and not compose_train(["model=transformer"], tmp_path).model.time_in_attention
+    mittal = compose_train(["experiment=mittal_melody"], tmp_path)
+    assert cfg.model.time_in_attention and not mittal.model.time_in_attention
+    assert cfg.model.relative_attention and not mittal.model.relative_attention
+    assert cfg.data.normalize == "standard" and mittal.data.normalize == "minmax"
     assert (
         cfg.diffusion.betas._target_ == "ddpm.schedules.mittal_betas" and cfg.diffusion.time_condition == "noise_level"
     )

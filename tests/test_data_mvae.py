@@ -7,6 +7,7 @@ import torch
 
 from ddpm.codecs.latents import LatentCodec
 from ddpm.data.mvae import LatentDataModule, UnrepeatedSampler
+from ddpm.errors import ConfigError
 from ddpm.io.tfrecords import RecordError, read_latents, write_latents
 
 SHAPE = (8, 16)
@@ -52,6 +53,43 @@ def test_normalization_uses_train_statistics_and_inverts(tmp_path):
     codec = LatentCodec()
     codec.fit(dm)
     assert np.allclose(codec.decode(torch.from_numpy(x_eval)), evals, atol=1e-5)
+
+
+def test_standard_normalization_gives_unit_variance_and_inverts(tmp_path):
+    """``standard``: the train split's scalar mean and std map it to mean 0, variance 1 (the data have
+    mean 0, std 2 here); the codec inverts it and keeps the mode across a state round trip."""
+    train, evals = make_shards(tmp_path)
+    train = train + 5.0  # an offset the mean must remove
+    write_latents(tmp_path / "train-00000-of-00001.tfrecord", train)
+    for stale in tmp_path.glob("train-*-of-00003.tfrecord"):
+        stale.unlink()
+    dm = LatentDataModule(str(tmp_path), input_shape=SHAPE, normalize="standard")
+    dm.setup("fit")
+    x_train = dm.train_set.tensors[0].double()
+    assert abs(x_train.mean().item()) < 1e-5 and x_train.std(unbiased=False).item() == pytest.approx(1.0, abs=1e-5)
+    expected = (evals - train.mean(dtype=np.float64)) / train.std(dtype=np.float64)
+    assert np.allclose(dm.val_set.tensors[0].numpy(), expected, atol=1e-5)
+    codec = LatentCodec()
+    codec.fit(dm)
+    fresh = LatentCodec()
+    fresh.load_state_dict(codec.state_dict())
+    assert fresh.space.normalize == "standard"
+    assert np.allclose(fresh.decode(dm.val_set.tensors[0]), evals, atol=1e-4)
+
+
+@pytest.mark.parametrize("value, mode", [(True, "minmax"), (False, "none"), ("minmax", "minmax"), ("none", "none")])
+def test_normalize_accepts_the_old_booleans(tmp_path, value, mode):
+    train, _ = make_shards(tmp_path)
+    dm = LatentDataModule(str(tmp_path), input_shape=SHAPE, normalize=value)
+    dm.setup("fit")
+    x = dm.train_set.tensors[0]
+    assert dm.space.normalize == mode
+    assert (x.min().item(), x.max().item()) == ((-1.0, pytest.approx(1.0)) if mode == "minmax" else (train.min(), train.max()))
+
+
+def test_bad_normalize_is_a_config_error():
+    with pytest.raises(ConfigError, match="normalize='zscore'.*minmax, standard, none"):
+        LatentDataModule("x", input_shape=SHAPE, normalize="zscore")
 
 
 def test_slice_keeps_dims_and_reinflation_puts_them_back(tmp_path):

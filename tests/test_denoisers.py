@@ -17,6 +17,11 @@ CASES = [
         (8, 6),
         {"num_layers": 1, "num_heads": 2, "mlp_dims": 16, "embed_channels": 8, "time_in_attention": True},
     ),
+    (
+        TransformerDDPM,
+        (8, 6),
+        {"num_layers": 2, "num_heads": 2, "mlp_dims": 16, "embed_channels": 8, "relative_attention": True},
+    ),
 ]
 
 
@@ -83,10 +88,49 @@ def test_time_reaches_attention_only_when_asked(time_in_attention):
     assert torch.allclose(seen[0][0], seen[0][1]) != time_in_attention
 
 
-def test_transformer_examples_are_independent_of_their_batch():
-    """Permuting the batch permutes the outputs, and an example's output does not depend on the others."""
+def test_relative_attention_starts_as_the_plain_model():
+    """The offset biases start at zero: the same weights give the same output with and without them."""
     torch.manual_seed(0)
-    net = TransformerDDPM((8, 6), num_layers=2, num_heads=2, mlp_dims=32, embed_channels=16).eval()
+    kwargs = {"num_layers": 2, "num_heads": 4, "mlp_dims": 32, "embed_channels": 16}
+    rel, plain = TransformerDDPM((8, 6), relative_attention=True, **kwargs), TransformerDDPM((8, 6), **kwargs)
+    plain.load_state_dict({k: v for k, v in rel.state_dict().items() if k != "relative_bias"})
+    x, t = torch.randn(3, 8, 6), torch.tensor([0.0, 500.0, 999.0])
+    assert torch.allclose(rel(x, t), plain(x, t), atol=1e-5)
+
+
+def test_relative_attention_bias_reads_the_frame_at_its_offset():
+    """A large bias at offset -2 in every head makes frame i attend only to frame i - 2: moving frame
+    i - 2 changes output i, moving frame i - 3 or i + 2 does not (it does without the bias). The same
+    in training mode and in inference mode (torch's fused inference layer takes no per-head mask)."""
+    torch.manual_seed(0)
+    frames, heads = 8, 2
+    net = TransformerDDPM((frames, 6), 1, heads, 1, 16, 8, relative_attention=True)
+    x, t = torch.randn(1, frames, 6), torch.tensor([300.0])
+    i = 5
+
+    def effect(j):
+        moved = x.clone()
+        moved[0, j] += 1.0
+        return (net(moved, t) - net(x, t))[0, i].abs().max().item()
+
+    assert min(effect(3), effect(2), effect(7)) > 1e-3  # zero bias: every frame reaches frame i
+    with torch.no_grad():
+        net.relative_bias[:, :, frames - 1 - 2] = 1e4  # offset (key - query) = -2
+    assert effect(3) > 1e-3 and effect(2) < 1e-6 and effect(7) < 1e-6
+    train_out = net(x, t)
+    net.eval()
+    with torch.no_grad():
+        assert torch.allclose(net(x, t), train_out, atol=1e-5)
+
+
+@pytest.mark.parametrize("relative_attention", [False, True])
+def test_transformer_examples_are_independent_of_their_batch(relative_attention):
+    """Permuting the batch permutes the outputs, and an example's output does not depend on the others
+    (with relative attention: each example gets every head's own offset biases)."""
+    torch.manual_seed(0)
+    net = TransformerDDPM((8, 6), 2, 2, mlp_dims=32, embed_channels=16, relative_attention=relative_attention).eval()
+    if relative_attention:
+        torch.nn.init.normal_(net.relative_bias, std=3.0)
     x, t = torch.randn(5, 8, 6), torch.tensor([0.0, 10.0, 200.0, 500.0, 999.0])
     perm = torch.tensor([3, 0, 4, 1, 2])
     with torch.no_grad():

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from ddpm.errors import ConfigError, MissingFileError
 from ddpm.io.tfrecords import RecordError, read_latents
-from ddpm.latent_space import LatentSpace
+from ddpm.latent_space import LatentSpace, normalize_mode
 
 
 class Rows(TensorDataset):
@@ -55,7 +55,8 @@ class LatentDataModule(L.LightningDataModule):
         seq_len: frames kept from the start of each sequence (all when ``None``).
         slice_dims: latent dimensions kept: a list of indices, or the path of a pickled list
             (read when first needed); ``None`` keeps all.
-        normalize: scale to [-1, 1] with the train split's scalar min and max.
+        normalize: ``minmax`` (or true): to [-1, 1] with the train split's scalar min and max (Mittal et
+            al.); ``standard``: to mean 0, variance 1 with its scalar mean and std; ``none`` (or false).
         limit: at most this many records per split (shards read in name order).
     """
 
@@ -65,7 +66,7 @@ class LatentDataModule(L.LightningDataModule):
         input_shape: Sequence[int] = (32, 512),
         seq_len: int | None = None,
         slice_dims: Sequence[int] | str | None = None,
-        normalize: bool = True,
+        normalize: bool | str = "minmax",
         limit: int | None = None,
         batch_size: int = 64,
         num_workers: int = 0,
@@ -81,7 +82,10 @@ class LatentDataModule(L.LightningDataModule):
         self.seq_len = seq_len or frames
         self._slice_source = slice_dims if isinstance(slice_dims, str) else None
         self._slice_dims = None if slice_dims is None or isinstance(slice_dims, str) else self._check_dims(slice_dims)
-        self.normalize = normalize
+        try:
+            self.normalize = normalize_mode(normalize)
+        except ValueError as e:
+            raise ConfigError(f"data.{e}") from None
         self.limit = limit
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -149,10 +153,13 @@ class LatentDataModule(L.LightningDataModule):
         if self.space is None:  # statistics come from the train split
             train = self.read_split("train")
             data_min, data_max = float(train.min()), float(train.max())
-            if self.normalize and data_max <= data_min:
+            if self.normalize != "none" and data_max <= data_min:
                 raise RecordError(f"train split in {self.dir} is constant ({data_min}); cannot normalize")
+            moments = {}
+            if self.normalize == "standard":
+                moments = {"data_mean": float(train.mean(dtype=np.float64)), "data_std": float(train.std(dtype=np.float64))}
             self.space = LatentSpace(
-                self.input_shape[1], self.seq_len, self.slice_dims, data_min, data_max, self.normalize
+                self.input_shape[1], self.seq_len, self.slice_dims, data_min, data_max, self.normalize, **moments
             )
         if stage in (None, "fit") and self.train_set is None:
             train = self.read_split("train") if train is None else train

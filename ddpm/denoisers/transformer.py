@@ -14,6 +14,10 @@ class TransformerDDPM(nn.Module):
     As in Mittal et al., the time condition enters only through the FiLM blocks of the dense
     stack after the attention layers; with ``time_in_attention`` it is also added to every frame's
     token before the attention layers (as DiT-style denoisers do), so attention knows the noise level.
+    With ``relative_attention`` every attention layer adds a learned bias per head and frame offset
+    to its scores (relative position attention as in the Music Transformer, Huang et al. 2019, in
+    the bias form of T5, Raffel et al. 2020), so a head can read "the frame p before this one" at
+    every position alike, which is how a repeated section is copied.
 
     Args:
         sample_shape: ``(frames, latent_dims)``.
@@ -22,6 +26,7 @@ class TransformerDDPM(nn.Module):
             transformer feed-forward width).
         embed_channels: model width inside attention.
         time_in_attention: add a projection of the time embedding to the tokens entering attention.
+        relative_attention: learned per-layer, per-head attention bias for each frame offset.
     """
 
     def __init__(
@@ -35,6 +40,7 @@ class TransformerDDPM(nn.Module):
         emb_dim: int = 128,
         dropout: float = 0.0,
         time_in_attention: bool = False,
+        relative_attention: bool = False,
     ):
         super().__init__()
         if len(sample_shape) != 2:
@@ -49,6 +55,11 @@ class TransformerDDPM(nn.Module):
             embed_channels, num_heads, mlp_dims, dropout, activation="gelu", batch_first=True, norm_first=True
         )
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.num_heads = num_heads
+        # bias[layer, head, k] for the offset (key frame - query frame) = k - (frames - 1); zero at start.
+        self.relative_bias = nn.Parameter(torch.zeros(num_layers, num_heads, 2 * frames - 1)) if relative_attention else None
+        offsets = torch.arange(frames)[None, :] - torch.arange(frames)[:, None] + frames - 1
+        self.register_buffer("offset_index", offsets, persistent=False)  # (L, L): query i, key j -> k
         self.norm_in = nn.LayerNorm(embed_channels)
         self.to_mlp = nn.Linear(embed_channels, mlp_dims)
         self.time_embedding = TimeEmbedding(emb_dim)
@@ -63,8 +74,22 @@ class TransformerDDPM(nn.Module):
         h = self.input(x) + self.position_encoding  # (B, L, C)
         if self.time_to_tokens is not None:
             h = h + self.time_to_tokens(emb)[:, None]
-        h = self.encoder(h)
+        if self.relative_bias is None:
+            h = self.encoder(h)
+        else:
+            for layer, bias in zip(self.encoder.layers, self.relative_bias):
+                mask = bias[:, self.offset_index].repeat(h.shape[0], 1, 1)  # (B * heads, L, L), batch-major
+                h = _pre_ln_layer(layer, h, mask)
         h = self.to_mlp(self.norm_in(h))  # (B, L, mlp_dims)
         for block in self.blocks:
             h = block(h, emb)
         return self.output(self.norm_out(h))
+
+
+def _pre_ln_layer(layer: nn.TransformerEncoderLayer, h: Tensor, mask: Tensor) -> Tensor:
+    """``layer`` (pre-LN) with an additive attention mask, written out: torch's fused inference path
+    takes no per-head float mask."""
+    x = layer.norm1(h)
+    h = h + layer.dropout1(layer.self_attn(x, x, x, attn_mask=mask, need_weights=False)[0])
+    x = layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(h)))))
+    return h + layer.dropout2(x)
