@@ -25,7 +25,10 @@ from ddpm.training import train  # noqa: E402
 
 VARIANTS = {
     "base": [],
-    "mittal_layout": ["model.time_in_attention=false"],  # the main job's model before session 9
+    "mittal_layout": ["model.time_in_attention=false", "model.relative_attention=false", "data.normalize=minmax"],
+    "session9": ["model.relative_attention=false", "data.normalize=minmax"],  # the main job before session 10
+    "minmax": ["data.normalize=minmax"],  # Mittal's scaling of the latents
+    "absolute_only": ["model.relative_attention=false"],
     "budget26": ["trainer.max_epochs=400", "trainer.max_time=00:00:26:00"],
     "continuous": ["diffusion.time_condition=continuous_noise_level"],
     "continuous5000": ["diffusion.time_condition=continuous_noise_level", "diffusion.noise_level_scale=5000"],

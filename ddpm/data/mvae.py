@@ -157,7 +157,10 @@ class LatentDataModule(L.LightningDataModule):
                 raise RecordError(f"train split in {self.dir} is constant ({data_min}); cannot normalize")
             moments = {}
             if self.normalize == "standard":
-                moments = {"data_mean": float(train.mean(dtype=np.float64)), "data_std": float(train.std(dtype=np.float64))}
+                moments = {
+                    "data_mean": float(train.mean(dtype=np.float64)),
+                    "data_std": float(train.std(dtype=np.float64)),
+                }
             self.space = LatentSpace(
                 self.input_shape[1], self.seq_len, self.slice_dims, data_min, data_max, self.normalize, **moments
             )

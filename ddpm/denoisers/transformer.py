@@ -4,6 +4,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from ddpm.denoisers.embedding import DenseResBlock, TimeEmbedding, sinusoidal_embedding
 
@@ -57,7 +58,9 @@ class TransformerDDPM(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.num_heads = num_heads
         # bias[layer, head, k] for the offset (key frame - query frame) = k - (frames - 1); zero at start.
-        self.relative_bias = nn.Parameter(torch.zeros(num_layers, num_heads, 2 * frames - 1)) if relative_attention else None
+        self.relative_bias = (
+            nn.Parameter(torch.zeros(num_layers, num_heads, 2 * frames - 1)) if relative_attention else None
+        )
         offsets = torch.arange(frames)[None, :] - torch.arange(frames)[:, None] + frames - 1
         self.register_buffer("offset_index", offsets, persistent=False)  # (L, L): query i, key j -> k
         self.norm_in = nn.LayerNorm(embed_channels)
@@ -78,18 +81,22 @@ class TransformerDDPM(nn.Module):
             h = self.encoder(h)
         else:
             for layer, bias in zip(self.encoder.layers, self.relative_bias):
-                mask = bias[:, self.offset_index].repeat(h.shape[0], 1, 1)  # (B * heads, L, L), batch-major
-                h = _pre_ln_layer(layer, h, mask)
+                h = _pre_ln_layer(layer, h, bias[:, self.offset_index], self.num_heads)  # bias: (heads, L, L)
         h = self.to_mlp(self.norm_in(h))  # (B, L, mlp_dims)
         for block in self.blocks:
             h = block(h, emb)
         return self.output(self.norm_out(h))
 
 
-def _pre_ln_layer(layer: nn.TransformerEncoderLayer, h: Tensor, mask: Tensor) -> Tensor:
-    """``layer`` (pre-LN) with an additive attention mask, written out: torch's fused inference path
-    takes no per-head float mask."""
-    x = layer.norm1(h)
-    h = h + layer.dropout1(layer.self_attn(x, x, x, attn_mask=mask, need_weights=False)[0])
+def _pre_ln_layer(layer: nn.TransformerEncoderLayer, h: Tensor, bias: Tensor, heads: int) -> Tensor:
+    """``layer`` (pre-LN) with ``bias`` (heads, L, L) added to its attention scores, written out with the
+    layer's own weights: torch's fused inference path takes no per-head float mask."""
+    attn = layer.self_attn
+    batch, length, channels = h.shape
+    q, k, v = F.linear(layer.norm1(h), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    q, k, v = (z.reshape(batch, length, heads, channels // heads).transpose(1, 2) for z in (q, k, v))
+    dropout = attn.dropout if layer.training else 0.0
+    a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)  # (B, heads, L, C / heads)
+    h = h + layer.dropout1(attn.out_proj(a.transpose(1, 2).reshape(batch, length, channels)))
     x = layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(h)))))
     return h + layer.dropout2(x)
