@@ -3,9 +3,9 @@
 Original latents ``[n, frames, dim]`` -> model space ``[n, seq_len, len(dims)]``: the first
 ``seq_len`` frames, the kept ``dims`` (Mittal's melody setting keeps 42 of 512), scaled with scalars
 fitted on the train split: ``minmax`` to [-1, 1] with one min and max (Mittal et al.), or ``standard``
-to mean 0 and variance 1 (as latent diffusion scales its latents, Rombach et al. 2022, sec. 4.3.2: the
-noise schedule then means the same signal-to-noise ratio as on unit-variance data). The inverse re-inflates to ``dim`` with standard normal noise
-in the dropped dimensions, as Mittal et al. do before decoding; ``refill`` says whether each frame
+to mean 0 and variance 1 (as latent diffusion rescales its latents, Rombach et al. 2022: the noise
+schedule then gives the signal-to-noise ratios it gives unit-variance data). The inverse re-inflates
+to ``dim`` with standard normal noise in the dropped dimensions, as Mittal et al. do before decoding; ``refill`` says whether each frame
 gets its own draw (Mittal's ``noise``), the frames of a sequence share one (``shared``: frames the
 model made equal decode alike), or the dropped dimensions take the prior mean (``zeros``).
 """

@@ -84,7 +84,9 @@ def test_normalize_accepts_the_old_booleans(tmp_path, value, mode):
     dm.setup("fit")
     x = dm.train_set.tensors[0]
     assert dm.space.normalize == mode
-    assert (x.min().item(), x.max().item()) == ((-1.0, pytest.approx(1.0)) if mode == "minmax" else (train.min(), train.max()))
+    assert (x.min().item(), x.max().item()) == (
+        (-1.0, pytest.approx(1.0)) if mode == "minmax" else (train.min(), train.max())
+    )
 
 
 def test_bad_normalize_is_a_config_error():
