@@ -5,9 +5,10 @@ Original latents ``[n, frames, dim]`` -> model space ``[n, seq_len, len(dims)]``
 fitted on the train split: ``minmax`` to [-1, 1] with one min and max (Mittal et al.), or ``standard``
 to mean 0 and variance 1 (as latent diffusion rescales its latents, Rombach et al. 2022: the noise
 schedule then gives the signal-to-noise ratios it gives unit-variance data). The inverse re-inflates
-to ``dim`` with standard normal noise in the dropped dimensions, as Mittal et al. do before decoding; ``refill`` says whether each frame
-gets its own draw (Mittal's ``noise``), the frames of a sequence share one (``shared``: frames the
-model made equal decode alike), or the dropped dimensions take the prior mean (``zeros``).
+to ``dim`` with standard normal noise in the dropped dimensions, as Mittal et al. do before
+decoding; ``refill`` says whether each frame gets its own draw (Mittal's ``noise``), the frames of a
+sequence share one (``shared``: frames the model made equal decode alike), or the dropped dimensions
+take the prior mean (``zeros``).
 """
 
 from dataclasses import asdict, dataclass
