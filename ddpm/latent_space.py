@@ -99,7 +99,7 @@ class LatentSpace:
             dims=[int(d) for d in dims] if dims is not None else None,
             data_min=float(state["data_min"]),
             data_max=float(state["data_max"]),
-            normalize=normalize_mode(state.get("normalize", True)),
+            normalize=state.get("normalize", True),  # __post_init__ maps the old booleans
             data_mean=float(state.get("data_mean", 0.0)),
             data_std=float(state.get("data_std", 1.0)),
         )
