@@ -41,6 +41,7 @@ SAMPLERS = {  # name -> sampler with that many network evaluations
     "ddim_eta1_uniform": lambda steps: DDIMSampler(steps, eta=1.0, spacing="uniform"),
     "ddim_eta05": lambda steps: DDIMSampler(steps, eta=0.5, spacing="trailing"),
     "dpmpp_2m": lambda steps: DPMSolverPP2MSampler(steps),
+    "dpmpp_2m_sde": lambda steps: DPMSolverPP2MSampler(steps, sde=True),
 }
 OA_KEYS = ("pitch_consistency", "pitch_variance", "duration_consistency", "duration_variance")
 

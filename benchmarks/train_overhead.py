@@ -2,6 +2,7 @@
 
     python benchmarks/train_overhead.py                       # UNet on 8x8 digits, batch 64
     python benchmarks/train_overhead.py --mittal 1024   # TransformerDDPM at Mittal's setting, 32x42 latents
+    python benchmarks/train_overhead.py --mittal 1024 --accelerator gpu --precision bf16-mixed [--compile]
 
 Both loops do the same work per step: diffusion loss, backward, gradient clipping at 1.0, AdamW,
 EMA update. Each mode runs in its own process (so peak memory is its own), alternating for
@@ -23,7 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import make_config  # noqa: E402
 
 
-def run_mode(mode: str, overrides: list[str], steps: int, warmup: int) -> dict:
+def run_mode(mode: str, overrides: list[str], steps: int, warmup: int, device: dict) -> dict:
+    """One mode's samples/s; ``device``: ``accelerator`` (cpu | gpu), ``precision`` (Lightning's
+    names: 32-true, bf16-mixed), ``compile`` (``torch.compile`` the denoiser in place, as
+    ``train.py compile=true`` does)."""
     import lightning as L
     from hydra.utils import instantiate
 
@@ -37,17 +41,27 @@ def run_mode(mode: str, overrides: list[str], steps: int, warmup: int) -> dict:
     codec = instantiate(cfg.codec)
     codec.fit(datamodule)
     module = build_model(cfg, codec)
+    if device["compile"]:
+        module.denoiser.compile()
     batch_size = datamodule.batch_size
+    cuda = device["accelerator"] == "gpu"
 
     if mode == "bare":
+        if cuda:
+            module.to("cuda")
+        autocast = torch.autocast("cuda", torch.bfloat16, enabled=cuda and device["precision"] == "bf16-mixed")
         loader = datamodule.train_dataloader()
         optimizer = module.optimizer(params=module.denoiser.parameters())
         step, start = 0, None
         while step < warmup + steps:
             for batch in loader:
+                batch = batch.to(module.device, non_blocking=True)
                 if step == warmup:
+                    if cuda:
+                        torch.cuda.synchronize()
                     start = time.perf_counter()
-                loss = module.diffusion.loss(module.denoiser, batch).mean()
+                with autocast:
+                    loss = module.diffusion.loss(module.denoiser, batch).mean()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(module.denoiser.parameters(), 1.0)
@@ -56,6 +70,8 @@ def run_mode(mode: str, overrides: list[str], steps: int, warmup: int) -> dict:
                 step += 1
                 if step == warmup + steps:
                     break
+        if cuda:
+            torch.cuda.synchronize()
         seconds = time.perf_counter() - start
     else:
 
@@ -65,12 +81,15 @@ def run_mode(mode: str, overrides: list[str], steps: int, warmup: int) -> dict:
                     self.start = time.perf_counter()
 
             def on_train_end(self, trainer, pl_module):
+                if cuda:
+                    torch.cuda.synchronize()
                 self.seconds = time.perf_counter() - self.start
 
         clock = Clock()
         trainer = L.Trainer(
-            accelerator="cpu",
+            accelerator=device["accelerator"],
             devices=1,
+            precision=device["precision"],
             max_steps=warmup + steps,
             gradient_clip_val=1.0,
             logger=False,
@@ -111,12 +130,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--mittal", type=int, default=0, help="write N random 32x512 records and use mittal_melody")
+    parser.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu")
+    parser.add_argument("--precision", default="32-true", help="Lightning's: 32-true | bf16-mixed (gpu)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the denoiser (warm-up pays it)")
     parser.add_argument("--mode", choices=["bare", "lightning"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mittal and not args.mode:
         args.overrides = [*mittal_data(args.mittal), *args.overrides]
+    device = {"accelerator": args.accelerator, "precision": args.precision, "compile": args.compile}
     if args.mode:
-        print(json.dumps(run_mode(args.mode, args.overrides, args.steps, args.warmup)))
+        print(json.dumps(run_mode(args.mode, args.overrides, args.steps, args.warmup, device)))
         return
     best: dict[str, dict] = {}
     for _ in range(args.rounds):
@@ -130,6 +153,11 @@ def main() -> None:
                 str(args.steps),
                 "--warmup",
                 str(args.warmup),
+                "--accelerator",
+                args.accelerator,
+                "--precision",
+                args.precision,
+                *(["--compile"] if args.compile else []),
                 "--overrides",
                 *args.overrides,
             ]
@@ -141,7 +169,9 @@ def main() -> None:
     print(
         f"config overrides: {' '.join(args.overrides) or '(defaults)'}; batch {best['bare']['batch']}, "
         f"{args.steps} timed steps after {args.warmup} warm-up, best of {args.rounds}, "
-        f"{torch.get_num_threads()} threads"
+        f"{torch.get_num_threads()} threads; {args.accelerator}"
+        f"{' (' + torch.cuda.get_device_name() + ')' if args.accelerator == 'gpu' else ''}, {args.precision}"
+        f"{', torch.compile' if args.compile else ''}"
     )
     for mode in ("bare", "lightning"):
         print(

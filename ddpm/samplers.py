@@ -1,4 +1,4 @@
-"""Samplers for ``GaussianDiffusion``: ancestral (with RePaint resampling), DDIM and DPM-Solver++ 2M.
+"""Samplers for ``GaussianDiffusion``: ancestral (with RePaint resampling), DDIM and DPM-Solver++ 2M (ODE, SDE).
 
 Framework-free (torch only) and network-free, like ``ddpm/diffusion.py``: a sampler holds only its
 settings; the diffusion and the denoiser are passed in. Every sampler asks the network what it saw
@@ -250,19 +250,26 @@ class DPMSolverPP2MSampler(Sampler):
     itself). Steps as diffusers' ``DPMSolverMultistepScheduler`` ("dpmsolver++", solver_order=2,
     midpoint, final sigma zero): t_i = round(i (T - 1) / steps) for i = steps, ..., 1.
 
+    ``sde=True`` is SDE-DPM-Solver++(2M) (Lu et al. 2022, section 5 and appendix; diffusers'
+    "sde-dpmsolver++", k-diffusion's ``dpmpp_2m_sde``): the same multistep data prediction on the
+    reverse SDE, which keeps fresh noise in every step like ancestral sampling.
+
     Args:
         steps: network evaluations, 1 to T.
+        sde: solve the reverse SDE (stochastic) instead of the ODE.
+        at_most_T: ``steps`` above the diffusion's T run all T steps instead of being an error (as DDIM's).
     """
 
-    def __init__(self, steps: int = 20):
+    def __init__(self, steps: int = 20, sde: bool = False, at_most_T: bool = False):
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        self.steps = int(steps)
+        self.steps, self.sde, self.at_most_T = int(steps), bool(sde), bool(at_most_T)
 
     def timesteps(self, num_timesteps: int) -> list[int]:
-        _check_steps(self.steps, num_timesteps)
-        stride = (num_timesteps - 1) / self.steps  # numpy.linspace(0, T - 1, steps + 1), rounded half to even
-        return _distinct([round(i * stride) for i in range(self.steps, 0, -1)], num_timesteps)
+        n = min(self.steps, num_timesteps) if self.at_most_T else self.steps
+        _check_steps(n, num_timesteps)
+        stride = (num_timesteps - 1) / n  # numpy.linspace(0, T - 1, steps + 1), rounded half to even
+        return _distinct([round(i * stride) for i in range(n, 0, -1)], num_timesteps)
 
     def _denoise(self, diffusion, denoiser, x, generator, known, mask):
         ts = self.timesteps(diffusion.num_timesteps)
@@ -284,7 +291,11 @@ class DPMSolverPP2MSampler(Sampler):
             if previous is not None:  # D1 = (m0 - m1) / r0 with r0 = h_0 / h; midpoint: D0 + D1 / 2
                 r0 = (lam[s] - previous[0]) / h
                 d = x_start + 0.5 / r0 * (x_start - previous[1])
-            # Algorithm 2's step: x_t = sigma_t / sigma_s x_s - alpha_t (e^-h - 1) D (DDIM when D = x_0)
-            x = (sigma[t] / sigma[s]) * x - alpha[t] * math.expm1(-h) * d
+            if self.sde:  # x_t = sigma_t / sigma_s e^-h x_s + alpha_t (1 - e^-2h) D + sigma_t sqrt(1 - e^-2h) z
+                z = _randn(tuple(x.shape), generator, x.device)
+                x = (sigma[t] / sigma[s] * math.exp(-h)) * x - alpha[t] * math.expm1(-2 * h) * d
+                x = x + sigma[t] * math.sqrt(-math.expm1(-2 * h)) * z
+            else:  # Algorithm 2's step: x_t = sigma_t / sigma_s x_s - alpha_t (e^-h - 1) D (DDIM when D = x_0)
+                x = (sigma[t] / sigma[s]) * x - alpha[t] * math.expm1(-h) * d
             previous = (lam[s], x_start)
         return x

@@ -84,6 +84,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     codec = build(cfg.codec, "codec")
     codec.fit(datamodule)
     module = build_model(cfg, codec)
+    if cfg.get("compile"):  # in place: parameter names and checkpoints stay those of the plain model
+        module.denoiser.compile()
     nodes = cfg.get("callbacks") or {}
     callbacks = [build(c, f"callbacks.{name}") for name, c in nodes.items() if c is not None]
     callbacks += [RunConfig(OmegaConf.to_container(cfg, resolve=True)), RNGState()]

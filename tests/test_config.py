@@ -83,7 +83,10 @@ def test_default_is_the_folk_melody_chain(tmp_path):
     assert (
         cfg.diffusion.betas._target_ == "ddpm.schedules.mittal_betas" and cfg.diffusion.time_condition == "noise_level"
     )
-    assert cfg.sampler._target_ == "ddpm.samplers.DDIMSampler" and (cfg.sampler.steps, cfg.sampler.eta) == (40, 0.5)
+    assert cfg.sampler._target_ == "ddpm.samplers.DPMSolverPP2MSampler" and (cfg.sampler.steps, cfg.sampler.sde) == (
+        40,
+        True,
+    )
     digits = compose_train(["experiment=digits"], tmp_path)
     assert (
         digits.model._target_ == "ddpm.denoisers.UNet"

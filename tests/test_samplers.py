@@ -98,19 +98,20 @@ def seed_gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+@pytest.mark.parametrize("sde", [False, True])
 @pytest.mark.parametrize("clip", [False, True])
 @pytest.mark.parametrize("condition", CONDITIONS)
 @pytest.mark.parametrize("steps", [5, 10, 25])
-def test_dpmpp_2m_matches_diffusers(steps, condition, clip):
+def test_dpmpp_2m_matches_diffusers(steps, condition, clip, sde):
     diffusers = pytest.importorskip("diffusers")
     d = GaussianDiffusion(linear_betas(1000), time_condition=condition, clip_x_start=clip)
     net = gaussian_oracle(d, 0.3, 0.5 if not clip else 1.5, error=0.05)
     shape = (4, 3, 5)
-    ours = trajectory(DPMSolverPP2MSampler(steps), d, net, shape)
+    ours = trajectory(DPMSolverPP2MSampler(steps, sde=sde), d, net, shape)
     scheduler = diffusers.DPMSolverMultistepScheduler(
         num_train_timesteps=1000,
         trained_betas=d.betas.numpy(),
-        algorithm_type="dpmsolver++",
+        algorithm_type="sde-dpmsolver++" if sde else "dpmsolver++",
         solver_order=2,
         solver_type="midpoint",
         lower_order_final=True,
@@ -120,10 +121,12 @@ def test_dpmpp_2m_matches_diffusers(steps, condition, clip):
     scheduler.alphas_cumprod = d.alphas_cumprod.clone()
     scheduler.set_timesteps(steps)
     assert [t for t, _ in ours[:-1]] == scheduler.timesteps.tolist()
-    x = torch.randn(shape, generator=seed_gen())
+    generator = seed_gen()
+    x = torch.randn(shape, generator=generator)  # the SDE's noise: the same draws in the same order
     for (_, x_ours), t in zip(ours, scheduler.timesteps):
         assert torch.allclose(x_ours, x, atol=1e-5, rtol=0)
-        x = scheduler.step(net(x, d.model_condition(torch.full((shape[0],), int(t)))), t, x).prev_sample
+        eps = net(x, d.model_condition(torch.full((shape[0],), int(t))))
+        x = scheduler.step(eps, t, x, generator=generator).prev_sample
     assert torch.allclose(ours[-1][1], x, atol=1e-5, rtol=0)
 
 
@@ -230,11 +233,17 @@ def test_ddim_20_steps_on_unit_gaussian_matches_its_closed_form(spacing):
 
 @pytest.mark.parametrize(
     "sampler, std_tolerance",
-    [(DDIMSampler(20, spacing="trailing"), 0.15), (DDIMSampler(50), 0.06), (DPMSolverPP2MSampler(20), 0.05)],
+    [
+        (DDIMSampler(20, spacing="trailing"), 0.15),
+        (DDIMSampler(50), 0.06),
+        (DPMSolverPP2MSampler(20), 0.05),
+        (DPMSolverPP2MSampler(20, sde=True), 0.05),
+    ],
     ids=repr,
 )
 def test_few_steps_land_on_gaussian_data(sampler, std_tolerance):
-    """Data N(0.3, 0.5^2); measured std 0.432 (DDIM 20 trailing), 0.472 (DDIM 50), 0.477 (DPM++ 20)."""
+    """Data N(0.3, 0.5^2); measured std 0.432 (DDIM 20 trailing), 0.472 (DDIM 50), 0.477 (DPM++ 20),
+    SDE-DPM++ 20: 0.485."""
     d = GaussianDiffusion(linear_betas(1000))
     x = sampler.sample(d, gaussian_oracle(d, 0.3, 0.5), (50_000, 1), seed_gen(5))
     assert x.mean().item() == pytest.approx(0.3, abs=0.005)
@@ -243,7 +252,7 @@ def test_few_steps_land_on_gaussian_data(sampler, std_tolerance):
 
 # ----- infilling -----
 SAMPLERS = [AncestralSampler(), AncestralSampler(3, 4), DDIMSampler(10), DDIMSampler(10, 1.0, "trailing")]
-SAMPLERS += [DPMSolverPP2MSampler(8)]
+SAMPLERS += [DPMSolverPP2MSampler(8), DPMSolverPP2MSampler(8, sde=True)]
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS, ids=repr)
@@ -334,20 +343,21 @@ def test_sampler_group_in_sample_and_train_configs(name, cls, tmp_path):
     assert isinstance(callback.sampler, cls) and (name != "ddim" or callback.sampler.steps == 7)
 
 
-def test_default_samplers_are_fast_ddim_and_dpmpp_config_builds(tmp_path):
+def test_default_samplers_are_fast_sde_dpmpp_and_dpmpp_config_builds(tmp_path):
     callback = instantiate(compose_train([], tmp_path).callbacks.samples).sampler
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         sample_cfg = compose("sample", overrides=["ckpt=x"])
         evaluate_cfg = compose("evaluate", overrides=["ckpt=x"])
         dpm = instantiate(compose("sample", overrides=["ckpt=x", "sampler=dpmpp_2m"]).sampler)
     for fast in (callback, instantiate(sample_cfg.sampler)):
-        assert isinstance(fast, DDIMSampler) and (fast.steps, fast.eta, fast.spacing) == (40, 0.5, "trailing")
+        assert isinstance(fast, DPMSolverPP2MSampler) and (fast.steps, fast.sde) == (40, True)
         assert fast.evaluations(GaussianDiffusion(betas(1000))) == 40
         assert fast.evaluations(GaussianDiffusion(betas(25))) == 25  # at most T: works for any model
     assert isinstance(instantiate(evaluate_cfg.sampler), AncestralSampler)  # the reference
-    assert isinstance(dpm, DPMSolverPP2MSampler) and dpm.steps == 20
-    with pytest.raises(ValueError, match="steps must be in"):  # an explicit ddim still says so
-        DDIMSampler(40).evaluations(GaussianDiffusion(betas(25)))
+    assert isinstance(dpm, DPMSolverPP2MSampler) and dpm.steps == 20 and not dpm.sde
+    for explicit in (DDIMSampler(40), DPMSolverPP2MSampler(40, sde=True)):  # without at_most_T: still an error
+        with pytest.raises(ValueError, match="steps must be in"):
+            explicit.evaluations(GaussianDiffusion(betas(25)))
 
 
 def tiny_module() -> DiffusionModule:
@@ -419,10 +429,9 @@ def test_sample_py_uses_and_records_the_sampler(melody_run, tmp_path):
 
     record = json.loads(sample(cfg())["record"].read_text())  # the default: sampler=fast, at most T (10) steps
     assert record["sampler"] == {
-        "_target_": "ddpm.samplers.DDIMSampler",
+        "_target_": "ddpm.samplers.DPMSolverPP2MSampler",
         "steps": 40,
-        "eta": 0.5,
-        "spacing": "trailing",
+        "sde": True,
         "at_most_T": True,
     }
     assert record["network_evaluations"] == 10

@@ -164,6 +164,10 @@ def test_the_serve_configs_sampler_is_the_pages_default(studio):
     ddim7 = OmegaConf.merge(samplers["ddim"], {"steps": 7})
     custom = type(studio)(studio.module, studio.codec, samplers, ddim7)
     assert custom.default_sampler == "ddim" and custom.default_steps("ddim") == 7
+    for name in ("fast", "dpmpp_2m"):  # the same class: the file it differs least from
+        changed = OmegaConf.merge(samplers[name], {"steps": 7})
+        custom = type(studio)(studio.module, studio.codec, load_samplers(ROOT / "conf" / "sampler"), changed)
+        assert custom.default_sampler == name and custom.default_steps(name) == 7
 
 
 def test_a_model_that_is_not_a_melody_model_is_refused(studio):

@@ -45,6 +45,23 @@ def test_checkpoint_holds_weights_and_config_not_diffusion_buffers(run_dir):
     assert not any(k.startswith("diffusion.") for k in keys)
 
 
+def test_compile_trains_the_same_model_under_the_same_names(tmp_path):
+    """``compile=true`` compiles the denoiser in place: the same losses and weights (to float error), the
+    same checkpoint keys (no ``_orig_mod.``), and dynamo did build graphs."""
+    from torch._dynamo.utils import counters
+
+    tiny = FAST + ["experiment=digits", "model=dense", "model.mlp_dims=32", "model.emb_dim=16", "logger=none"]
+    plain = train(compose_train(tiny, tmp_path / "plain"))
+    counters.clear()
+    compiled = train(compose_train(tiny + ["compile=true"], tmp_path / "compiled"))
+    assert counters["stats"]["unique_graphs"] > 0
+    assert compiled["train/loss_epoch"] == pytest.approx(plain["train/loss_epoch"], rel=1e-4)
+    a, b = (load_checkpoint(tmp_path / run / "last.ckpt")["state_dict"] for run in ("plain", "compiled"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=1e-4)
+
+
 def test_sample_cli_writes_grid_array_and_record(run_dir, tmp_path):
     out = tmp_path / "s"
     cmd = [sys.executable, "sample.py", f"ckpt={run_dir / 'last.ckpt'}", "n=6", "seed=3", f"out_dir={out}"]

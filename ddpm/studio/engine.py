@@ -80,8 +80,15 @@ class Studio:
         if cfg is None or not self.samplers:
             return next(iter(self.samplers), "ancestral")
         target = cfg.get("_target_")
-        match = [k for k, v in self.samplers.items() if v == cfg]  # a file as it is, else its class
-        match = match or [k for k, v in self.samplers.items() if v.get("_target_") == target]
+
+        def differences(v: DictConfig) -> int:
+            return sum(v.get(k) != cfg.get(k) for k in set(v) | set(cfg))
+
+        # a file as it is, else the file of its class that differs in the fewest settings (fast, steps=20 -> fast)
+        match = sorted(
+            (k for k, v in self.samplers.items() if v.get("_target_") == target),
+            key=lambda k: differences(self.samplers[k]),
+        )
         name = match[0] if match else "default"
         self.samplers[name] = cfg  # the serve config's settings (steps=...) win over the file's
         return name
