@@ -29,6 +29,7 @@ class Progress:
 
 def to_stderr() -> None:
     """Show progress on stderr in commands whose Hydra logging is off (``sample.py``, ``evaluate.py``)."""
+    log.disabled = False  # Hydra's `job_logging: disabled` turns off every logger that exists by then, this one too
     if not log.handlers:
         handler = logging.StreamHandler()  # stderr: stdout stays the list of files written
         handler.setFormatter(logging.Formatter("%(message)s"))
