@@ -92,8 +92,7 @@ def main() -> None:
         counter = Progress(f"from t = {t0}:", t0 + 1, "steps")
         with torch.no_grad():
             for t in range(t0, -1, -1):
-                mean, std, _ = diffusion.p_mean_std(net, x, torch.full((len(loops),), t))
-                x = mean + std * torch.randn(x.shape, generator=generator) if t > 0 else mean
+                x = diffusion.p_sample(net, x, torch.full((len(loops),), t), generator)
                 counter.step()
         ratio = loop_ratio(x, period)
         print(

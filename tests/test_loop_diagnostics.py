@@ -31,6 +31,13 @@ def test_loop_ratio_is_zero_for_a_loop_and_near_one_for_noise():
     assert (loop_ratio(half, torch.full((64,), 4)) < ratio).all()
 
 
+def test_loop_ratio_golden_value():
+    """Frames 0, 1, 3 on a line, period 1: distances one apart 1 and 2 (mean 1.5); the six ordered
+    pairs of distinct frames 1, 3, 2 twice (mean 2): ratio 0.75."""
+    x = torch.tensor([[[0.0], [1.0], [3.0]]])
+    assert loop_ratio(x, torch.tensor([1])).item() == 0.75
+
+
 def test_shared_noise_gives_every_copy_the_same_noise():
     noise = torch.randn(2, 16, 5)
     out = shared_noise(noise, torch.tensor([3, 5]))

@@ -16,13 +16,14 @@ def hydra_logging_disabled():
     """Apply Hydra's ``job_logging: disabled`` (what ``sample.py``/``evaluate.py`` run under), then undo it."""
     loggers = [logging.getLogger(name) for name in logging.root.manager.loggerDict]
     before = [(lg, lg.disabled) for lg in loggers if isinstance(lg, logging.Logger)]
-    root_level = logging.root.level
+    root_level, root_handlers = logging.root.level, logging.root.handlers[:]
     config = Path(hydra.__file__).parent / "conf" / "hydra" / "job_logging" / "disabled.yaml"
     logging.config.dictConfig(OmegaConf.to_container(OmegaConf.load(config)))
     yield
     for lg, disabled in before:
         lg.disabled = disabled
     logging.root.setLevel(root_level)
+    logging.root.handlers[:] = root_handlers
 
 
 def test_progress_is_shown_although_hydra_disabled_the_existing_loggers(hydra_logging_disabled, caplog):
