@@ -132,6 +132,11 @@ class GaussianDiffusion(nn.Module):
             return t.float()
         return self.sqrt_alphas_cumprod[t] * self.noise_level_scale
 
+    def step_of_condition(self, cond: Tensor) -> Tensor:
+        """The step t ([B] long) whose ``model_condition`` is nearest ``cond`` ([B]): its inverse."""
+        table = self.model_condition(torch.arange(self.num_timesteps, device=cond.device))
+        return (cond.float()[:, None] - table[None]).abs().argmin(dim=1)
+
     def continuous_noise_level(self, t: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """sqrt(alpha_bar) drawn uniformly between sqrt(alpha_bar_t) and sqrt(alpha_bar_{t-1}): [B]."""
         u = torch.rand(t.shape, generator=generator, device=generator.device if generator is not None else None)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm.codecs.melodies import MelodyCodec
@@ -21,7 +20,7 @@ from ddpm.errors import UserError
 from ddpm.music.prepare import MANIFEST, read_eval_events
 from ddpm.music.scoring import MelodySet, score_sets, table_markdown, write_table
 from ddpm.music.similarity import consistency_variance, piece_overlaps
-from ddpm.sampling import eval_latents, load_checkpoint, restore
+from ddpm.sampling import build_sampler, eval_latents, load_checkpoint, restore
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +107,8 @@ def build_sets(
         mask[:, a:b] = 0
         infillers = [("DDPM infilling", sampler, _sampler_name(cfg))]
         if cfg.get("repaint"):
-            infillers.append(("DDPM infilling (RePaint)", instantiate(cfg.repaint), json.dumps(dict(cfg.repaint))))
+            repaint = build_sampler(cfg.repaint, module.diffusion)
+            infillers.append(("DDPM infilling (RePaint)", repaint, json.dumps(dict(cfg.repaint))))
         for name, infiller, note in infillers:
             start = time.perf_counter()
             x = module.sample(
@@ -178,7 +178,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Path]:
         codec.set_refill(cfg.refill)
     module.to(torch.device(cfg.device))
     codec.to(torch.device(cfg.device))
-    sampler = instantiate(cfg.sampler)
+    sampler = build_sampler(cfg.sampler, module.diffusion)
     start = time.perf_counter()
     gt, sets, timings = build_sets(cfg, module, codec, events, latents, sampler)
     rows = score_sets(sets, gt, codec.space.dims, int(cfg.bootstrap), int(cfg.seed))

@@ -6,7 +6,8 @@ in training, ``denoiser(x_t, diffusion.model_condition(t))`` at integer steps t,
 the step and the noise-level conditioning alike. Notation: ``ab_t`` = alpha_bar_t, the level of
 x_t; level -1 is the data (ab = 1). Infilling (``known``, ``mask`` 1 = keep): before each network
 evaluation at step t the kept region is replaced by a fresh forward sample q(x_t | known), and by
-``known`` itself at the end (the replacement method of Song et al. 2021).
+``known`` itself at the end (the replacement method of Song et al. 2021). With ``guidance`` > 0 the
+network's prediction is also steered towards the kept region (reconstruction guidance, Ho et al. 2022).
 """
 
 import math
@@ -39,6 +40,12 @@ def _check_steps(steps: int, num_timesteps: int) -> None:
         raise ValueError(f"steps must be in [1, {num_timesteps}] (the diffusion's T), got {steps}")
 
 
+def _check_guidance(guidance: float) -> float:
+    if not guidance >= 0:
+        raise ValueError(f"guidance must be >= 0 (0: none), got {guidance}")
+    return float(guidance)
+
+
 class Sampler:
     """What every sampler offers: ``timesteps``, ``evaluations``, ``sample_progressive``, ``sample``.
 
@@ -46,6 +53,7 @@ class Sampler:
     """
 
     steps: int | None = None
+    guidance: float = 0.0
 
     def timesteps(self, num_timesteps: int) -> list[int]:
         """The steps t at which the network is evaluated, in order."""
@@ -77,6 +85,8 @@ class Sampler:
         """
         if (known is None) != (mask is None):
             raise ValueError("infilling needs both `known` and `mask`")
+        if known is not None and self.guidance > 0:
+            denoiser = ReconstructionGuided(diffusion, denoiser, known, mask, self.guidance)
         x = _randn(tuple(shape), generator, torch.device(device))
         x = yield from self._denoise(diffusion, denoiser, x, generator, known, mask)
         yield -1, x if known is None else mask * known + (1 - mask) * x
@@ -102,6 +112,39 @@ class Sampler:
     def __repr__(self) -> str:
         settings = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({settings})"
+
+
+class ReconstructionGuided:
+    """A denoiser steered towards the kept region: reconstruction guidance (Ho et al. 2022, eq. 7).
+
+    The replacement method tells the generated region of x_t about the kept one only through the
+    network's attention to the re-noised kept frames; the generated region's x_0 prediction is not
+    asked to agree with them. Ho et al. ("Video Diffusion Models", sec. 3.1) correct the x_0
+    prediction of the generated region b by the gradient of how well the kept region a is
+    reconstructed from x_t:
+
+        x_0^b <- x_0^b - (w sqrt(ab_t) / 2) grad_{x_t^b} || known^a - x_0^a(x_t) ||^2,
+
+    one backward pass per network evaluation. Returned as the eps of that x_0, so every sampler
+    (RePaint too) uses it unchanged; the kept region's eps is the network's.
+    """
+
+    def __init__(self, diffusion: GaussianDiffusion, denoiser: Denoiser, known: Tensor, mask: Tensor, weight: float):
+        self.diffusion, self.denoiser, self.weight = diffusion, denoiser, float(weight)
+        with torch.inference_mode(False):  # samplers run in inference mode; autograd must save these
+            self.known, self.mask = known.clone(), mask.clone()
+
+    def __call__(self, x: Tensor, cond: Tensor) -> Tensor:
+        ab = self.diffusion.alphas_cumprod[self.diffusion.step_of_condition(cond)]
+        with torch.inference_mode(False), torch.enable_grad():
+            ab = ab.clone().reshape(-1, *((1,) * (x.ndim - 1)))
+            x_grad = x.clone().requires_grad_()
+            eps = self.denoiser(x_grad, cond.clone())
+            x_start = (x_grad - (1 - ab).sqrt() * eps) / ab.sqrt()
+            error = (self.mask * (self.known - x_start)).square().sum()
+            (grad,) = torch.autograd.grad(error, x_grad)
+            x_start = x_start.detach() - (self.weight * ab.sqrt() / 2) * (1 - self.mask) * grad
+            return (x_grad.detach() - ab.sqrt() * x_start) / (1 - ab).sqrt()
 
 
 def _replace(diffusion, x: Tensor, t: int, known: Tensor | None, mask: Tensor | None, generator) -> Tensor:
@@ -155,13 +198,13 @@ class AncestralSampler(Sampler):
     With ``resample = 1`` this is ``GaussianDiffusion.sample_progressive`` draw for draw. With
     ``resample > 1`` (RePaint, for infilling): after every ``jump`` steps the chain is noised ``jump``
     steps back up with q(x_{t+jump} | x_t) and denoised again, ``resample`` times in all, so the
-    generated region harmonizes with the kept one.
+    generated region harmonizes with the kept one. ``guidance``: as DDIM's.
     """
 
-    def __init__(self, resample: int = 1, jump: int = 1):
+    def __init__(self, resample: int = 1, jump: int = 1, guidance: float = 0.0):
         if resample < 1 or jump < 1:
             raise ValueError(f"resample and jump must be >= 1, got resample={resample}, jump={jump}")
-        self.resample, self.jump = int(resample), int(jump)
+        self.resample, self.jump, self.guidance = int(resample), int(jump), _check_guidance(guidance)
 
     def timesteps(self, num_timesteps: int) -> list[int]:
         ts = repaint_schedule(num_timesteps, self.jump, self.resample)
@@ -198,6 +241,7 @@ class DDIMSampler(Sampler):
         spacing: ``uniform``, ``quadratic`` or ``trailing``.
         at_most_T: ``steps`` above the diffusion's T run all T steps instead of being an error (the
             default sampler's setting, so it works for a model of any T).
+        guidance: infilling only: weight of reconstruction guidance (``ReconstructionGuided``; 0: none).
     """
 
     def __init__(
@@ -206,12 +250,14 @@ class DDIMSampler(Sampler):
         eta: float = 0.0,
         spacing: Literal["uniform", "quadratic", "trailing"] = "uniform",
         at_most_T: bool = False,
+        guidance: float = 0.0,
     ):
         if spacing not in ("uniform", "quadratic", "trailing"):
             raise ValueError(f"spacing must be 'uniform', 'quadratic' or 'trailing', got {spacing!r}")
         if steps < 1 or eta < 0:
             raise ValueError(f"steps must be >= 1 and eta >= 0, got steps={steps}, eta={eta}")
         self.steps, self.eta, self.spacing, self.at_most_T = int(steps), float(eta), spacing, bool(at_most_T)
+        self.guidance = _check_guidance(guidance)
 
     def timesteps(self, num_timesteps: int) -> list[int]:
         n, T = min(self.steps, num_timesteps) if self.at_most_T else self.steps, num_timesteps
@@ -258,12 +304,14 @@ class DPMSolverPP2MSampler(Sampler):
         steps: network evaluations, 1 to T.
         sde: solve the reverse SDE (stochastic) instead of the ODE.
         at_most_T: ``steps`` above the diffusion's T run all T steps instead of being an error (as DDIM's).
+        guidance: infilling only: weight of reconstruction guidance (``ReconstructionGuided``; 0: none).
     """
 
-    def __init__(self, steps: int = 20, sde: bool = False, at_most_T: bool = False):
+    def __init__(self, steps: int = 20, sde: bool = False, at_most_T: bool = False, guidance: float = 0.0):
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.steps, self.sde, self.at_most_T = int(steps), bool(sde), bool(at_most_T)
+        self.guidance = _check_guidance(guidance)
 
     def timesteps(self, num_timesteps: int) -> list[int]:
         n = min(self.steps, num_timesteps) if self.at_most_T else self.steps

@@ -16,6 +16,7 @@ from ddpm.checkpoint_io import CheckpointError, check_targets, read_checkpoint
 from ddpm.errors import ConfigError, MissingFileError, UserError
 from ddpm.io.atomic import atomic_write_text
 from ddpm.legacy import upgrade_checkpoint
+from ddpm.samplers import Sampler
 from ddpm.training import build_model
 
 __all__ = ["CheckpointError", "eval_latents", "infill_inputs", "load_checkpoint", "restore", "sample"]
@@ -155,6 +156,17 @@ def infill_inputs(
     return known, mask, originals
 
 
+def build_sampler(sampler_cfg: DictConfig, diffusion) -> Sampler:
+    """The configured sampler, checked against the diffusion's T; a bad setting is a ``ConfigError``."""
+    try:
+        sampler = instantiate(sampler_cfg)
+        sampler.evaluations(diffusion)  # checks the steps against T
+    except (InstantiationException, ValueError) as e:
+        settings = OmegaConf.to_container(sampler_cfg, resolve=True)
+        raise ConfigError(f"sampler {settings}: {e.__cause__ or e}") from e
+    return sampler
+
+
 def sample(cfg: DictConfig) -> dict[str, Path]:
     """Draw ``cfg.n`` samples from ``cfg.ckpt`` with ``cfg.seed``; write them and ``record.json``."""
     check_sample_args(cfg)
@@ -178,12 +190,8 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
     known, mask, originals = (
         infill_inputs(codec, infill, cfg.n, cfg.get("infill_midi"), ckpt["run_config"]) if infill else (None,) * 3
     )
-    sampler_cfg = OmegaConf.to_container(cfg.sampler, resolve=True)
-    try:
-        sampler = instantiate(cfg.sampler)
-        evaluations = sampler.evaluations(module.diffusion)  # also checks the steps against T
-    except (InstantiationException, ValueError) as e:
-        raise ConfigError(f"sampler {sampler_cfg}: {e.__cause__ or e}") from e
+    sampler = build_sampler(cfg.sampler, module.diffusion)
+    evaluations = sampler.evaluations(module.diffusion)
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(cfg.seed)
     samples = module.sample(
@@ -207,7 +215,7 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
         "seed": cfg.seed,
         "infill": list(cfg.infill) if cfg.get("infill") else None,
         "infill_midi": cfg.get("infill_midi"),
-        "sampler": sampler_cfg,
+        "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
         "network_evaluations": evaluations,  # per batch
         "device": str(device),
         "sampling_seconds": round(seconds, 3),

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ddpm.diffusion import NOISE_LEVEL_SCALE, GaussianDiffusion
-from ddpm.schedules import linear_betas
+from ddpm.schedules import linear_betas, mittal_betas
 
 
 @pytest.fixture
@@ -216,6 +216,15 @@ def test_noise_level_condition_and_beta_sigma():
     assert torch.allclose(d.sampling_std, linear_betas(100).float().sqrt())
     with pytest.raises(ValueError, match="time_condition"):
         GaussianDiffusion(linear_betas(10), time_condition="sigma")
+
+
+@pytest.mark.parametrize("condition", ["step", "noise_level", "continuous_noise_level"])
+@pytest.mark.parametrize("scale", [1.0, 5000.0])
+def test_step_of_condition_inverts_model_condition(condition, scale):
+    """Mittal's schedule (betas from 1e-6: the levels of the first steps differ by ~5e-7)."""
+    d = GaussianDiffusion(mittal_betas(1000, 1e-6, 0.01), time_condition=condition, noise_level_scale=scale)
+    t = torch.arange(1000).flip(0)
+    assert torch.equal(d.step_of_condition(d.model_condition(t)), t)
 
 
 def test_coefficients_are_not_in_state_dict(diffusion):

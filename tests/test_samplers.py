@@ -1,5 +1,6 @@
 """Samplers against diffusers' schedulers, against ancestral sampling, and on Gaussian data with the exact predictor."""
 
+import copy
 import math
 
 import pytest
@@ -9,7 +10,13 @@ from hydra.utils import instantiate
 
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.module import DiffusionModule
-from ddpm.samplers import AncestralSampler, DDIMSampler, DPMSolverPP2MSampler, repaint_schedule
+from ddpm.samplers import (
+    AncestralSampler,
+    DDIMSampler,
+    DPMSolverPP2MSampler,
+    ReconstructionGuided,
+    repaint_schedule,
+)
 from ddpm.schedules import linear_betas
 from tests.helpers import CONF, compose_train
 
@@ -316,6 +323,53 @@ def test_repaint_schedule_is_diffusers(jump, resample):
     assert AncestralSampler(resample, jump).evaluations(GaussianDiffusion(betas(50))) == evaluations
 
 
+# ----- reconstruction guidance -----
+def test_reconstruction_guidance_is_ho_et_als_eq7_for_a_linear_network():
+    """eps = x A gives x_0 = x M with M = (I - sigma A) / alpha, and the gradient of the kept region's
+    error || m (known - x M) ||^2 in closed form: -2 (m (known - x M)) M^T."""
+    d = GaussianDiffusion(linear_betas(100), time_condition="noise_level")
+    A = 0.3 * torch.randn(4, 4, generator=seed_gen(8))
+    known, x = torch.randn(3, 4, generator=seed_gen(9)), torch.randn(3, 4, generator=seed_gen(10))
+    mask = torch.tensor([1.0, 0.0, 1.0, 0.0]).expand(3, 4)
+    t, weight = 40, 2.5
+    eps = ReconstructionGuided(d, lambda x, cond: x @ A, known, mask, weight)(x, d.model_condition(torch.full((3,), t)))
+    alpha, sigma = d.alphas_cumprod[t].sqrt(), (1 - d.alphas_cumprod[t]).sqrt()
+    M = (torch.eye(4) - sigma * A) / alpha
+    grad = -2 * (mask * (known - x @ M)) @ M.T
+    x_start = x @ M - weight * alpha / 2 * (1 - mask) * grad
+    assert torch.allclose(eps, (x - alpha * x_start) / sigma, atol=1e-5)
+    assert torch.allclose(eps[:, ::2], (x @ A)[:, ::2], atol=1e-5)  # the kept region's eps is the network's
+    assert not torch.allclose(eps[:, 1::2], (x @ A)[:, 1::2], atol=1e-2)
+
+
+@pytest.mark.parametrize(
+    "sampler", [AncestralSampler(guidance=2.0), DPMSolverPP2MSampler(40, sde=True, guidance=2.0)], ids=repr
+)
+def test_reconstruction_guidance_approaches_the_true_conditional(sampler):
+    """Keep x_0 = 1 of N(0, [[1, .9], [.9, 1]]): x_1 | x_0 is N(0.9, 0.19). Replacement alone: mean 0.61 /
+    0.63; weight 2: 0.845 / 0.189 (ancestral), 0.855 / 0.194 (SDE-DPM++ 40) measured."""
+    d = GaussianDiffusion(linear_betas(1000))
+    n = 2000
+    known, mask = torch.tensor([1.0, 0.0]).expand(n, 2), torch.tensor([1.0, 0.0]).expand(n, 2)
+    net = correlated_oracle(d, 0.9)
+    guided = sampler.sample(d, net, (n, 2), seed_gen(6), known=known, mask=mask)
+    plain = copy.copy(sampler)
+    plain.guidance = 0.0
+    replaced = plain.sample(d, net, (n, 2), seed_gen(6), known=known, mask=mask)
+    assert torch.equal(guided[:, 0], known[:, 0])
+    assert guided[:, 1].mean().item() == pytest.approx(0.9, abs=0.07)
+    assert guided[:, 1].var().item() == pytest.approx(0.19, abs=0.03)
+    assert abs(replaced[:, 1].mean().item() - 0.9) > 0.25
+
+
+@pytest.mark.parametrize("make", [AncestralSampler, lambda **k: DDIMSampler(5, **k), DPMSolverPP2MSampler])
+def test_guidance_leaves_unconditional_sampling_alone(make):
+    d = GaussianDiffusion(betas(30))
+    net = gaussian_oracle(d, 0.0, 1.0, error=0.1)
+    guided = make(guidance=3.0).sample(d, net, (3, 5), seed_gen(7))
+    assert torch.equal(guided, make().sample(d, net, (3, 5), seed_gen(7)))
+
+
 # ----- settings and wiring -----
 def test_bad_settings_are_value_errors():
     d = GaussianDiffusion(linear_betas(10))
@@ -326,6 +380,8 @@ def test_bad_settings_are_value_errors():
         lambda: DDIMSampler(11).evaluations(d),
         lambda: DPMSolverPP2MSampler(11).evaluations(d),
         lambda: AncestralSampler(resample=0),
+        lambda: DDIMSampler(5, guidance=-1.0),
+        lambda: DPMSolverPP2MSampler(5, guidance=float("nan")),
     ):
         with pytest.raises(ValueError):
             make()
@@ -354,6 +410,9 @@ def test_default_samplers_are_fast_sde_dpmpp_and_dpmpp_config_builds(tmp_path):
         assert fast.evaluations(GaussianDiffusion(betas(1000))) == 40
         assert fast.evaluations(GaussianDiffusion(betas(25))) == 25  # at most T: works for any model
     assert isinstance(instantiate(evaluate_cfg.sampler), AncestralSampler)  # the reference
+    # infilling with reconstruction guidance, weight 4, whatever the sampler (README, "Samplers")
+    weights = {instantiate(c.sampler).guidance for c in (sample_cfg, evaluate_cfg)}
+    assert weights | {callback.guidance, dpm.guidance} == {4.0}
     assert isinstance(dpm, DPMSolverPP2MSampler) and dpm.steps == 20 and not dpm.sde
     for explicit in (DDIMSampler(40), DPMSolverPP2MSampler(40, sde=True)):  # without at_most_T: still an error
         with pytest.raises(ValueError, match="steps must be in"):
@@ -433,11 +492,18 @@ def test_sample_py_uses_and_records_the_sampler(melody_run, tmp_path):
         "steps": 40,
         "sde": True,
         "at_most_T": True,
+        "guidance": 4.0,
     }
     assert record["network_evaluations"] == 10
     files = sample(cfg("sampler=ddim", "sampler.steps=3", "sampler.spacing=trailing"))
     record = json.loads(files["record"].read_text())
-    assert record["sampler"] == {"_target_": "ddpm.samplers.DDIMSampler", "steps": 3, "eta": 0.0, "spacing": "trailing"}
+    assert record["sampler"] == {
+        "_target_": "ddpm.samplers.DDIMSampler",
+        "steps": 3,
+        "eta": 0.0,
+        "spacing": "trailing",
+        "guidance": 4.0,
+    }
     assert record["network_evaluations"] == 3
     record = json.loads(sample(cfg("sampler=dpmpp_2m", "sampler.steps=4", "infill=[1,3]"))["record"].read_text())
     assert record["sampler"]["steps"] == 4 and record["infill"] == [1, 3]
