@@ -39,16 +39,6 @@ def betas(timesteps: int) -> torch.Tensor:
     return linear_betas(timesteps, 0.1 / timesteps, 20 / timesteps)
 
 
-def step_of(diffusion: GaussianDiffusion, cond: torch.Tensor) -> torch.Tensor:
-    """The integer step whose conditioning is ``cond`` (works for every ``time_condition``): [B]."""
-    table = diffusion.model_condition(torch.arange(diffusion.num_timesteps))
-    if bool((cond == cond[0]).all()):  # every sampler asks for one step per call: skip the sort
-        levels, index = cond[:1], torch.zeros_like(cond, dtype=torch.long)
-    else:
-        levels, index = cond.unique(return_inverse=True)
-    return (levels[:, None] - table[None]).abs().argmin(1)[index]
-
-
 def gaussian_oracle(diffusion: GaussianDiffusion, mean: float, std: float, error: float = 0.0):
     """The exact eps-predictor for data N(mean, std^2) per coordinate, plus ``error`` * tanh(2 x).
 
@@ -56,7 +46,7 @@ def gaussian_oracle(diffusion: GaussianDiffusion, mean: float, std: float, error
     """
 
     def denoiser(x, cond):
-        ab = diffusion.alphas_cumprod.double()[step_of(diffusion, cond)].reshape(-1, *[1] * (x.ndim - 1))
+        ab = diffusion.alphas_cumprod.double()[diffusion.step_of_condition(cond)].reshape(-1, *[1] * (x.ndim - 1))
         eps = (1 - ab).sqrt() * (x - ab.sqrt() * mean) / (ab * std**2 + 1 - ab)
         return (eps + error * torch.tanh(2 * x)).to(x.dtype)
 
@@ -282,7 +272,7 @@ def correlated_oracle(diffusion: GaussianDiffusion, rho: float):
     """Exact eps-predictor for 2-D data N(0, [[1, rho], [rho, 1]]): sqrt(1 - ab) S^-1 x_t, S = ab C + (1 - ab) I."""
 
     def denoiser(x, cond):
-        ab = diffusion.alphas_cumprod[step_of(diffusion, cond)][:, None]
+        ab = diffusion.alphas_cumprod[diffusion.step_of_condition(cond)][:, None]
         a, b = ab + (1 - ab), ab * rho  # S = [[a, b], [b, a]]
         inverse = torch.stack([a * x[:, 0:1] - b * x[:, 1:2], a * x[:, 1:2] - b * x[:, 0:1]], 1).squeeze(-1)
         return (1 - ab).sqrt() * inverse / (a * a - b * b)
