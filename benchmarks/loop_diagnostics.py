@@ -71,7 +71,8 @@ def main() -> None:
     loops, period = x0[keep][: args.n], period[keep][: args.n]
     print(f"{int(keep.sum())} of {len(x0)} eval sequences loop with a period <= {args.max_period}; using {len(loops)}")
     print(f"model-space std of the data: {x0.std().item():.3f}")
-    diffusion, net = module.diffusion, module.sampling_denoiser.eval()
+    module.eval()
+    diffusion = module.diffusion
     generator = torch.Generator().manual_seed(args.seed)
 
     print("\nuses the copies: x0 MSE, own noise per copy / same noise on every copy")
@@ -82,7 +83,11 @@ def main() -> None:
         for eps in (noise, shared_noise(noise, period)):
             x_t = diffusion.q_sample(loops, steps, eps)
             with torch.no_grad():
-                x0_hat = diffusion.predict_start_from_noise(x_t, steps, net(x_t, diffusion.model_condition(steps)))
+                chain, cond = module.chain_denoiser(), diffusion.model_condition(steps)
+                eps_hat = chain(x_t, cond)
+                if module.self_condition:  # the second pass reads the first's x_0, as in validation
+                    eps_hat = chain(x_t, cond)
+                x0_hat = diffusion.predict_start_from_noise(x_t, steps, eps_hat)
             errors.append((x0_hat - loops).square().mean().item())
         print(f"  t = {t:4d}: {errors[0]:.4f} / {errors[1]:.4f} = {errors[0] / errors[1]:.2f}")
 
@@ -90,6 +95,7 @@ def main() -> None:
     for t0 in args.steps:
         x = diffusion.q_sample(loops, torch.full((len(loops),), t0), torch.randn(loops.shape, generator=generator))
         counter = Progress(f"from t = {t0}:", t0 + 1, "steps")
+        net = module.chain_denoiser()
         with torch.no_grad():
             for t in range(t0, -1, -1):
                 x = diffusion.p_sample(net, x, torch.full((len(loops),), t), generator)

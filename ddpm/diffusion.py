@@ -152,10 +152,15 @@ class GaussianDiffusion(nn.Module):
         t: Tensor | None = None,
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
+        self_condition: float = 0.0,
     ) -> Tensor:
         """Simplified objective ||eps - eps_theta(x_t, t)||^2 of eq. (14), one value per example: [B].
 
         ``t`` defaults to uniform steps and ``noise`` to standard normal, both from ``generator``.
+        ``self_condition``: the probability that the batch's denoiser also reads its own x_0
+        estimate, ``denoiser(x_t, cond, x_0_hat)``, made by a first pass without one and not
+        differentiated (Chen et al. 2023, "Analog Bits", sec. 3.2: 0.5 in training; 1.0 scores the
+        network as the sampler uses it). 0: the plain ``denoiser(x_t, cond)``.
         """
         batch = x_start.shape[0]
         if t is None:
@@ -169,15 +174,31 @@ class GaussianDiffusion(nn.Module):
             t = t.to(x_start.device)
         if noise is None:
             noise = _randn(tuple(x_start.shape), generator, x_start.device)
+        shape = (batch, *((1,) * (x_start.ndim - 1)))
         if self.time_condition == "continuous_noise_level":
-            level = self.continuous_noise_level(t, generator)
-            shape = (batch, *((1,) * (x_start.ndim - 1)))
-            x_t = level.reshape(shape) * x_start + (1 - level.square()).sqrt().reshape(shape) * noise
-            eps = denoiser(x_t, level * self.noise_level_scale)
+            level = self.continuous_noise_level(t, generator).reshape(shape)
+            x_t = level * x_start + (1 - level.square()).sqrt() * noise
+            cond = level.flatten() * self.noise_level_scale
         else:
+            level = extract(self.sqrt_alphas_cumprod, t, x_start.shape)
             x_t = self.q_sample(x_start, t, noise)
-            eps = denoiser(x_t, self.model_condition(t))
+            cond = self.model_condition(t)
+        if self_condition > 0:
+            eps = self._self_conditioned(denoiser, x_t, cond, level, self_condition, generator)
+        else:
+            eps = denoiser(x_t, cond)
         return (noise - eps).square().reshape(batch, -1).mean(dim=1)
+
+    def _self_conditioned(self, denoiser, x_t, cond, level, probability, generator) -> Tensor:
+        """eps of ``denoiser(x_t, cond, x_0_hat)``: x_0_hat from a first pass with probability ``probability``
+        (one draw for the batch), else zeros, as Chen et al. train."""
+        device = generator.device if generator is not None else None
+        x_self_cond = torch.zeros_like(x_t)
+        if torch.rand((), generator=generator, device=device).item() < probability:
+            with torch.no_grad():
+                eps = denoiser(x_t, cond, None)
+            x_self_cond = (x_t - (1 - level.square()).sqrt() * eps) / level
+        return denoiser(x_t, cond, x_self_cond)
 
     # ----- sampling -----
     def p_mean_std(self, denoiser: Denoiser, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -232,3 +253,26 @@ class GaussianDiffusion(nn.Module):
         """Draw x_0 samples of ``shape`` = [B, *S] (Algorithm 2); see ``sample_progressive``."""
         steps = self.sample_progressive(denoiser, shape, generator, device, known, mask)
         return deque(steps, maxlen=1)[0][1]  # the final x_0, without keeping the intermediates
+
+
+class SelfConditioning:
+    """A self-conditioned network as the plain ``denoiser(x_t, cond) -> eps`` that samplers call.
+
+    Each call hands the network the x_0 it predicted at the previous call (zeros at the first),
+    as Chen et al. 2023 sample; make one per sampling chain. Args: diffusion: the process
+    (its levels give x_0 from eps); denoiser: ``denoiser(x_t, cond, x_self_cond) -> eps``.
+    """
+
+    def __init__(self, diffusion: GaussianDiffusion, denoiser: Callable[[Tensor, Tensor, Tensor | None], Tensor]):
+        self.diffusion, self.denoiser = diffusion, denoiser
+        self.x_start: Tensor | None = None
+
+    def __call__(self, x_t: Tensor, cond: Tensor) -> Tensor:
+        eps = self.denoiser(x_t, cond, self.x_start)
+        ab = self.diffusion.alphas_cumprod[self.diffusion.step_of_condition(cond)]
+        ab = ab.reshape(-1, *((1,) * (x_t.ndim - 1)))
+        x_start = ((x_t - (1 - ab).sqrt() * eps) / ab.sqrt()).detach()
+        if self.diffusion.clip_x_start:
+            x_start = x_start.clamp(-self.diffusion.clip_value, self.diffusion.clip_value)
+        self.x_start = x_start
+        return eps

@@ -20,7 +20,7 @@ from ddpm.errors import UserError
 from ddpm.music.prepare import MANIFEST, read_eval_events
 from ddpm.music.scoring import MelodySet, score_sets, table_markdown, write_table
 from ddpm.music.similarity import consistency_variance, piece_overlaps
-from ddpm.sampling import build_sampler, eval_latents, load_checkpoint, restore
+from ddpm.sampling import build_sampler, check_loops, draw_loops, eval_latents, load_checkpoint, restore
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ def interpolate_middle(latents: np.ndarray, start: int, end: int) -> np.ndarray:
 
 
 def _check(cfg: DictConfig) -> None:
+    check_loops(cfg)
     if int(cfg.n) < 4:
         raise UserError(f"n={cfg.n}: expected at least 4 sequences to score")
     if cfg.device != "cpu" and not torch.cuda.is_available() and str(cfg.device).startswith("cuda"):
@@ -93,10 +94,14 @@ def build_sets(
 
     generator = torch.Generator().manual_seed(int(cfg.seed))
     start = time.perf_counter()
-    x = module.sample(n, generator, batch_size=cfg.batch_size, sampler=sampler, progress="DDPM")
+    loops = draw_loops(codec, n, int(cfg.seed)) if cfg.get("loops", True) else None
+    x = module.sample(
+        n, generator, batch_size=cfg.batch_size, sampler=sampler, progress="DDPM", loops=loops and loops[1]
+    )
     timings["ddpm"] = time.perf_counter() - start
     generated = codec.decode(x, cfg.seed)
-    sets.append(MelodySet("DDPM", codec.melodies_from_latents(generated), generated, _sampler_name(cfg)))
+    note = _sampler_name(cfg) + (f"; loops ({float((loops[0] > 0).float().mean()):.0%})" if loops else "")
+    sets.append(MelodySet("DDPM", codec.melodies_from_latents(generated), generated, note))
 
     if cfg.infill:
         a, b = infill_frames(full.shape[1])
@@ -105,14 +110,23 @@ def build_sets(
         known = codec.to_model(full)
         mask = torch.ones_like(known)
         mask[:, a:b] = 0
-        infillers = [("DDPM infilling", sampler, _sampler_name(cfg))]
+        infill_loops = draw_loops(codec, n, int(cfg.seed), known, mask) if cfg.get("loops", True) else None
+        note = f"; loops ({float((infill_loops[0] > 0).float().mean()):.0%})" if infill_loops else ""
+        infillers = [("DDPM infilling", sampler, _sampler_name(cfg) + note)]
         if cfg.get("repaint"):
             repaint = build_sampler(cfg.repaint, module.diffusion)
-            infillers.append(("DDPM infilling (RePaint)", repaint, json.dumps(dict(cfg.repaint))))
+            infillers.append(("DDPM infilling (RePaint)", repaint, json.dumps(dict(cfg.repaint)) + note))
         for name, infiller, note in infillers:
             start = time.perf_counter()
             x = module.sample(
-                n, generator, batch_size=cfg.batch_size, known=known, mask=mask, sampler=infiller, progress=name
+                n,
+                generator,
+                batch_size=cfg.batch_size,
+                known=known,
+                mask=mask,
+                sampler=infiller,
+                progress=name,
+                loops=infill_loops and infill_loops[1],
             )
             timings[name] = time.perf_counter() - start
             filled = codec.decode(x, cfg.seed)
@@ -196,6 +210,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Path]:
         "sigma": module.diffusion.sigma,
         "temperature": codec.temperature,
         "refill": codec.refill,
+        "loops": bool(cfg.get("loops", True)) and codec.periods is not None,
         "time_condition": module.diffusion.time_condition,
         "sampling_seconds": {k: round(v, 2) for k, v in timings.items()},
         "total_seconds": round(time.perf_counter() - start, 1),

@@ -11,8 +11,9 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from ddpm.checkpoint_io import CheckpointError
-from ddpm.diffusion import GaussianDiffusion
+from ddpm.diffusion import GaussianDiffusion, SelfConditioning
 from ddpm.errors import UserError
+from ddpm.periods import Looped, repeat_frames
 from ddpm.progress import Progress
 from ddpm.samplers import AncestralSampler, Sampler
 
@@ -83,10 +84,21 @@ class DiffusionModule(L.LightningModule):
         self._train_loss: Tensor | None = None
 
     @property
+    def self_condition(self) -> bool:
+        """Whether the denoiser reads its own x_0 estimate (``self_condition`` of ``TransformerDDPM``)."""
+        return bool(getattr(self.denoiser, "self_condition", False))
+
+    @property
     def sampling_denoiser(self) -> nn.Module:
         if self._compiled is not None:
             return self._compiled
         return self.ema if self.ema is not None else self.denoiser
+
+    def chain_denoiser(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """The sampling network as the ``denoiser(x_t, cond)`` of one sampling chain: a self-conditioned
+        one is wrapped in ``SelfConditioning`` (it carries the chain's x_0 estimate), so make one per chain."""
+        net = self.sampling_denoiser
+        return SelfConditioning(self.diffusion, net) if self.self_condition else net
 
     def compile_sampling(self) -> None:
         """Sample through ``torch.compile`` of the sampling network (pays off for long runs)."""
@@ -100,7 +112,8 @@ class DiffusionModule(L.LightningModule):
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         generator = self.training_generator(batch_idx)
-        loss = self.diffusion.loss(self.denoiser, batch, generator=generator).mean()
+        loss = self.diffusion.loss(self.denoiser, batch, generator=generator, self_condition=0.5 * self.self_condition)
+        loss = loss.mean()
         self._train_loss = loss.detach()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch.shape[0])
         return loss
@@ -124,7 +137,9 @@ class DiffusionModule(L.LightningModule):
         # only with the weights, and independent of batching and of the number of devices.
         t, noise = record_noise(batch, self.diffusion.num_timesteps, self.seed)
         generator = torch.Generator(self.device).manual_seed(batch_idx)  # only for continuous noise levels
-        loss = self.diffusion.loss(self.sampling_denoiser, batch, t=t, noise=noise, generator=generator)
+        # A self-conditioned network is scored as it samples: with its own estimate of x_0.
+        net, self_condition = self.sampling_denoiser, float(self.self_condition)
+        loss = self.diffusion.loss(net, batch, t=t, noise=noise, generator=generator, self_condition=self_condition)
         self.val_loss.update(loss)
         self.log("val/loss", self.val_loss, prog_bar=True)
 
@@ -169,12 +184,15 @@ class DiffusionModule(L.LightningModule):
         mask: Tensor | None = None,
         sampler: Sampler | None = None,
         progress: str | None = None,
+        loops: Tensor | None = None,
     ) -> Tensor:
         """Draw ``n`` samples [n, *S] in model space with the sampling (EMA) weights, in batches.
 
         ``sampler`` (``ddpm.samplers``) defaults to ancestral sampling over all T steps; ``known``
         and ``mask`` ([n, *S], mask 1 = keep) infill. With ``progress``, network evaluations done
-        are logged under that name (``ddpm.progress``).
+        are logged under that name (``ddpm.progress``). ``loops`` ([n, frames] long, for sequences
+        [n, frames, D]): frame i of sample b repeats frame ``loops[b, i]`` (``ddpm.periods.Looped``;
+        ``loop_index`` of drawn periods, or ``infill_loops`` of the kept frames).
         """
         sampler = sampler if sampler is not None else AncestralSampler()
         was_training = self.training
@@ -187,11 +205,13 @@ class DiffusionModule(L.LightningModule):
             b = min(batch_size, n - start)
             k = known[start : start + b].to(self.device) if known is not None else None
             m = mask[start : start + b].to(self.device) if mask is not None else None
-            net = self.sampling_denoiser
+            net = self.chain_denoiser()
+            p = loops[start : start + b].to(self.device) if loops is not None else None
+            net = Looped(self.diffusion, net, p) if p is not None else net
             steps = sampler.sample_progressive(self.diffusion, net, (b, *shape), generator, self.device, k, m)
             for t, x_t in steps:  # only the current x_t is kept
                 if t < 0:
-                    chunks.append(x_t)  # the final x_0
+                    chunks.append(x_t if p is None else repeat_frames(x_t, p))  # the final x_0 (exact copies)
                 elif progress:
                     counter.step()
         if progress:

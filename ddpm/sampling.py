@@ -1,6 +1,7 @@
 """``sample(cfg)``: rebuild a trained model and its codec from the checkpoint and write samples with a record."""
 
 import json
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from ddpm.legacy import upgrade_checkpoint
 from ddpm.samplers import Sampler
 from ddpm.training import build_model
 
+log = logging.getLogger(__name__)
 __all__ = ["CheckpointError", "eval_latents", "infill_inputs", "load_checkpoint", "restore", "sample"]
 
 
@@ -84,11 +86,40 @@ def check_sample_args(cfg: DictConfig) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
             raise ConfigError(f"{key}={value!r}: expected an integer >= {lowest}")
     resolve_device(cfg.get("device", "cpu"))
+    check_loops(cfg)
     infill = cfg.get("infill")
     if infill is not None:
         ok = isinstance(infill, Sequence) and not isinstance(infill, str) and len(infill) == 2
         if not ok or not all(isinstance(f, int) and not isinstance(f, bool) for f in infill):
             raise ConfigError(f"infill={infill!r}: expected [start,end], two frame indices")
+
+
+def check_loops(cfg: DictConfig) -> None:
+    """``loops`` of ``sample.py`` and ``evaluate.py``: true or false."""
+    if not isinstance(cfg.get("loops", True), bool):
+        raise ConfigError(f"loops={cfg.get('loops')!r}: expected true or false")
+
+
+def draw_loops(
+    codec, n: int, seed: int, known: torch.Tensor | None = None, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(periods [n], index [n, frames]) for ``DiffusionModule.sample(loops=index)``, drawn with ``seed``:
+    periods from the run's period prior, or for infilling (``known``, ``mask``) the loop that each
+    sequence's kept frames show (``ddpm.periods``). ``None`` for runs without a prior (images; latent
+    runs trained before session 13, with a warning)."""
+    if not hasattr(codec, "periods"):
+        return None
+    if codec.periods is None:
+        log.warning("this checkpoint holds no period prior (trained before loops were kept): sampling without loops")
+        return None
+    from ddpm.module import step_seed
+    from ddpm.periods import infill_loops, loop_index
+
+    generator = torch.Generator().manual_seed(step_seed(seed, 1))
+    if known is None:
+        periods = codec.periods.draw(n, generator)
+        return periods, loop_index(periods, codec.periods.frames)
+    return infill_loops(known, mask[0, :, 0].bool(), codec.periods, generator)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -193,10 +224,11 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
     sampler = build_sampler(cfg.sampler, module.diffusion)
     evaluations = sampler.evaluations(module.diffusion)
     start = time.perf_counter()
+    periods, loops = (draw_loops(codec, cfg.n, cfg.seed, known, mask) if cfg.get("loops", True) else None) or (
+        None,
+    ) * 2
     generator = torch.Generator().manual_seed(cfg.seed)
-    samples = module.sample(
-        cfg.n, generator, batch_size=cfg.batch_size, known=known, mask=mask, sampler=sampler, progress="sampling"
-    )
+    samples = module.sample(cfg.n, generator, cfg.batch_size, known, mask, sampler, progress="sampling", loops=loops)
     seconds = time.perf_counter() - start
     latents = None
     if known is not None:  # kept frames: the originals themselves, every latent dimension
@@ -215,6 +247,7 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
         "seed": cfg.seed,
         "infill": list(cfg.infill) if cfg.get("infill") else None,
         "infill_midi": cfg.get("infill_midi"),
+        "periods": periods.tolist() if periods is not None else None,  # frames per loop; 0: no repeat
         "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
         "network_evaluations": evaluations,  # per batch
         "device": str(device),

@@ -22,6 +22,11 @@ CASES = [
         (8, 6),
         {"num_layers": 2, "num_heads": 2, "mlp_dims": 16, "embed_channels": 8, "relative_attention": True},
     ),
+    (
+        TransformerDDPM,
+        (8, 6),
+        {"num_layers": 1, "num_heads": 2, "mlp_dims": 16, "embed_channels": 8, "self_condition": True},
+    ),
 ]
 
 
@@ -151,3 +156,17 @@ def test_bad_shapes_are_rejected():
         UNet((32, 42))
     with pytest.raises(ValueError, match="frames, dims"):
         TransformerDDPM((1, 8, 8))
+
+
+def test_self_condition_reads_the_estimate_and_none_is_zeros():
+    """Self-conditioning (Chen et al. 2023): a second input of x_0's shape; ``None`` stands for zeros."""
+    torch.manual_seed(0)
+    kwargs = {"num_layers": 1, "num_heads": 2, "mlp_dims": 16, "embed_channels": 8}
+    net = TransformerDDPM((8, 6), self_condition=True, **kwargs)
+    assert net.input.in_features == 12 and TransformerDDPM((8, 6), **kwargs).input.in_features == 6
+    x, t, estimate = torch.randn(2, 8, 6), torch.tensor([10.0, 900.0]), torch.randn(2, 8, 6)
+    assert torch.equal(net(x, t), net(x, t, torch.zeros_like(x)))
+    assert not torch.allclose(net(x, t, estimate), net(x, t), atol=1e-4)
+    # The estimate's gradient reaches the input weights' second half.
+    net(x, t, estimate).square().sum().backward()
+    assert net.input.weight.grad[:, 6:].abs().sum() > 0

@@ -254,3 +254,89 @@ def test_golden_training_loop():
 
 
 GOLDEN = [0.7957505964823925, 0.8652528921534428, 1.8058072242135033]  # recorded from this loop
+
+
+class Recorder:
+    """A denoiser(x_t, cond, x_self_cond=None) that records its inputs and returns ``eps`` (the true noise)."""
+
+    def __init__(self, eps: torch.Tensor):
+        self.eps, self.calls = eps, []
+
+    def __call__(self, x_t, cond, x_self_cond=None):
+        self.calls.append((x_t.clone(), cond.clone(), None if x_self_cond is None else x_self_cond.clone()))
+        return self.eps
+
+
+@pytest.mark.parametrize("condition", ["noise_level", "continuous_noise_level"])
+def test_self_conditioned_loss_reads_the_first_pass_x_start(condition):
+    """With probability 1 the second pass reads x_0 = (x_t - sqrt(1 - ab) eps) / sqrt(ab) of the first:
+    with the true noise as the first pass's answer, that is x_start itself."""
+    d = GaussianDiffusion(mittal_betas(1000, 1e-6, 0.01), time_condition=condition)
+    x_start, noise = torch.randn(5, 4, 3), torch.randn(5, 4, 3)
+    t = torch.tensor([0, 10, 300, 700, 999])
+    net = Recorder(noise)
+    loss = d.loss(net, x_start, t=t, noise=noise, generator=torch.Generator().manual_seed(0), self_condition=1.0)
+    (x1, c1, s1), (x2, c2, s2) = net.calls
+    assert s1 is None and torch.equal(x1, x2) and torch.equal(c1, c2)
+    assert torch.allclose(s2, x_start, atol=2e-4)
+    assert torch.allclose(loss, torch.zeros(5))
+    # Probability 0: one plain call, no estimate.
+    net = Recorder(noise)
+    d.loss(net, x_start, t=t, noise=noise, generator=torch.Generator().manual_seed(0))
+    assert len(net.calls) == 1
+
+
+def test_self_condition_probability_is_drawn_per_batch():
+    d = GaussianDiffusion(linear_betas(100))
+    x_start, generator = torch.randn(4, 2), torch.Generator().manual_seed(0)
+    with_estimate = 0
+    for _ in range(400):
+        net = Recorder(torch.zeros(4, 2))
+        d.loss(net, x_start, generator=generator, self_condition=0.5)
+        assert len(net.calls) in (1, 2) and net.calls[-1][2] is not None  # the trained pass always gets an input
+        with_estimate += len(net.calls) == 2 and bool(net.calls[-1][2].abs().sum() > 0)
+        assert len(net.calls) == 2 or net.calls[-1][2].abs().sum() == 0  # without the first pass: zeros
+    assert 0.44 < with_estimate / 400 < 0.56  # binomial(400, 0.5): std 0.025
+
+
+def test_self_conditioned_loss_does_not_differentiate_the_first_pass():
+    """Chen et al.: the estimate is a stop-gradient input; the gradient is that of the second pass alone."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(6, 3)
+    d = GaussianDiffusion(linear_betas(100))
+
+    def denoiser(x_t, cond, x_self_cond=None):
+        estimate = torch.zeros_like(x_t) if x_self_cond is None else x_self_cond
+        return net(torch.cat([x_t, estimate], dim=-1))
+
+    x_start, noise, t = torch.randn(8, 3), torch.randn(8, 3), torch.randint(0, 100, (8,))
+    d.loss(denoiser, x_start, t=t, noise=noise, self_condition=1.0).sum().backward()
+    got = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    x_t = d.q_sample(x_start, t, noise)
+    with torch.no_grad():
+        estimate = d.predict_start_from_noise(x_t, t, denoiser(x_t, t.float()))
+    (noise - denoiser(x_t, t.float(), estimate)).square().mean(dim=1).sum().backward()
+    for g, p in zip(got, net.parameters(), strict=True):
+        assert torch.allclose(g, p.grad, atol=1e-6)
+
+
+def test_self_conditioning_hands_each_call_the_previous_x_start():
+    """While sampling, call k reads the x_0 predicted at call k - 1 (none at the first)."""
+    from ddpm.diffusion import SelfConditioning
+    from ddpm.samplers import DDIMSampler
+
+    d = GaussianDiffusion(mittal_betas(1000, 1e-6, 0.01), time_condition="noise_level")
+    net = Recorder(None)
+    net_eps = []
+
+    def denoiser(x_t, cond, x_self_cond=None):
+        net(x_t, cond, x_self_cond)
+        net_eps.append(0.3 * x_t + 0.01 * cond.reshape(-1, 1, 1))
+        return net_eps[-1]
+
+    DDIMSampler(steps=5).sample(d, SelfConditioning(d, denoiser), (2, 4, 3), torch.Generator().manual_seed(0))
+    assert len(net.calls) == 5 and net.calls[0][2] is None
+    for (x_prev, c_prev, _), eps_prev, (_, _, estimate) in zip(net.calls, net_eps, net.calls[1:]):
+        t_prev = d.step_of_condition(c_prev)
+        assert torch.allclose(estimate, d.predict_start_from_noise(x_prev, t_prev, eps_prev), atol=1e-5)

@@ -432,6 +432,36 @@ def test_module_sample_uses_the_sampler():
     assert torch.equal(x, ddim.sample(module.diffusion, module.denoiser, (2, 3), seed_gen(8)))
 
 
+def test_module_threads_self_conditioning_through_each_chain():
+    """A self-conditioned network samples with its previous x_0 estimate, a fresh one per batch; training
+    reads it half the time and validation always (as the sampler uses the network)."""
+    from ddpm.denoisers import TransformerDDPM
+    from ddpm.diffusion import SelfConditioning
+
+    torch.manual_seed(0)
+    net = TransformerDDPM((4, 3), num_layers=1, num_heads=1, mlp_dims=8, embed_channels=4, self_condition=True)
+    module = DiffusionModule(net, GaussianDiffusion(linear_betas(20)), ema_decay=None)
+    sampler = DDIMSampler(5, eta=0.5)
+    got = module.sample(6, seed_gen(3), batch_size=3, sampler=sampler)
+    chains = [sampler.sample(module.diffusion, SelfConditioning(module.diffusion, net), (3, 4, 3), seed_gen(3))]
+    assert torch.allclose(got[:3], chains[0], atol=1e-6)
+    plain = sampler.sample(module.diffusion, net, (3, 4, 3), seed_gen(3))  # zeros for the estimate throughout
+    assert not torch.allclose(got[:3], plain, atol=1e-3)
+    # Validation scores it with its estimate: the loss of two passes, not of one.
+    batch = torch.randn(4, 4, 3)
+    module.validation_step(batch, 0)
+    from ddpm.module import record_noise
+
+    t, noise = record_noise(batch, 20)
+    two = module.diffusion.loss(net, batch, t=t, noise=noise, self_condition=1.0).mean()
+    one = module.diffusion.loss(net, batch, t=t, noise=noise).mean()
+    assert torch.allclose(module.val_loss.compute(), two) and not torch.allclose(two, one)
+    seen = []  # training: the estimate with probability 0.5
+    module.diffusion.loss = lambda *args, **kwargs: seen.append(kwargs["self_condition"]) or torch.zeros(4)
+    module.training_step(batch, 0)
+    assert seen == [0.5]
+
+
 def test_module_sample_logs_its_progress(caplog):
     import logging
 

@@ -10,6 +10,7 @@ import torch
 from ddpm.errors import ConfigError
 from ddpm.io.atomic import atomic_path
 from ddpm.latent_space import REFILLS, LatentSpace
+from ddpm.periods import PeriodPrior
 
 
 class LatentCodec:
@@ -22,12 +23,14 @@ class LatentCodec:
         self.seed = int(seed)
         self.set_refill(refill, "codec.refill")
         self.space: LatentSpace | None = None
+        self.periods: PeriodPrior | None = None  # how often the train sequences loop (``ddpm.periods``)
 
     def fit(self, datamodule) -> None:
-        """Take the data's fitted ``LatentSpace`` (after its ``setup``)."""
-        if datamodule.space is None:
+        """Take the data's fitted ``LatentSpace`` and the train split's period prior (after its ``setup``)."""
+        if datamodule.space is None or datamodule.train_set is None:
             datamodule.setup("fit")
         self.space = datamodule.space
+        self.periods = PeriodPrior.fit(datamodule.train_set.tensors[0])
 
     def set_refill(self, refill: str, field: str = "refill") -> None:
         """Fill dropped dimensions as ``refill`` says from now on (a sampling-time choice; ``field`` names the key)."""
@@ -68,7 +71,10 @@ class LatentCodec:
         writer.add_histogram("samples/latents", x.detach().cpu(), step)
 
     def state_dict(self) -> dict:
-        return {"space": self.space.state_dict()}
+        periods = self.periods.state_dict() if self.periods is not None else None
+        return {"space": self.space.state_dict(), "periods": periods}
 
     def load_state_dict(self, state: dict) -> None:
         self.space = LatentSpace.from_state(state["space"])
+        # Runs trained before session 13 hold no period prior: they sample without loops.
+        self.periods = PeriodPrior.from_state(state["periods"]) if state.get("periods") else None

@@ -18,7 +18,10 @@ class TransformerDDPM(nn.Module):
     With ``relative_attention`` every attention layer adds a learned bias per head and frame offset
     to its scores (relative position attention as in the Music Transformer, Huang et al. 2019, in
     the bias form of T5, Raffel et al. 2020), so a head can read "the frame p before this one" at
-    every position alike, which is how a repeated section is copied.
+    every position alike, which is how a repeated section is copied. With ``self_condition`` the
+    network also reads an estimate of x_0 (its own previous prediction while sampling, zeros
+    without one), concatenated to x frame by frame: self-conditioning (Chen et al. 2023, "Analog
+    Bits", sec. 3.2).
 
     Args:
         sample_shape: ``(frames, latent_dims)``.
@@ -28,6 +31,7 @@ class TransformerDDPM(nn.Module):
         embed_channels: model width inside attention.
         time_in_attention: add a projection of the time embedding to the tokens entering attention.
         relative_attention: learned per-layer, per-head attention bias for each frame offset.
+        self_condition: take ``x_self_cond`` [B, L, D] as a second input (``ddpm.diffusion.SelfConditioning``).
     """
 
     def __init__(
@@ -42,13 +46,15 @@ class TransformerDDPM(nn.Module):
         dropout: float = 0.0,
         time_in_attention: bool = False,
         relative_attention: bool = False,
+        self_condition: bool = False,
     ):
         super().__init__()
         if len(sample_shape) != 2:
             raise ValueError(f"TransformerDDPM needs sample_shape (frames, dims), got {tuple(sample_shape)}")
         frames, data_dims = sample_shape
         self.sample_shape = (frames, data_dims)
-        self.input = nn.Linear(data_dims, embed_channels)
+        self.self_condition = bool(self_condition)
+        self.input = nn.Linear(data_dims * (2 if self_condition else 1), embed_channels)
         # Frame positions 1..frames, fixed (not learned).
         positions = sinusoidal_embedding(torch.arange(1, frames + 1), embed_channels)
         self.register_buffer("position_encoding", positions, persistent=False)  # (L, C)
@@ -71,9 +77,12 @@ class TransformerDDPM(nn.Module):
         self.norm_out = nn.LayerNorm(mlp_dims)
         self.output = nn.Linear(mlp_dims, data_dims)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        """x: [B, L, D], t: [B] -> [B, L, D]."""
+    def forward(self, x: Tensor, t: Tensor, x_self_cond: Tensor | None = None) -> Tensor:
+        """x: [B, L, D], t: [B], x_self_cond: [B, L, D] or None (zeros; ignored without ``self_condition``)
+        -> [B, L, D]."""
         emb = self.time_embedding(t)  # (B, 4E)
+        if self.self_condition:
+            x = torch.cat([x, torch.zeros_like(x) if x_self_cond is None else x_self_cond], dim=-1)  # (B, L, 2D)
         h = self.input(x) + self.position_encoding  # (B, L, C)
         if self.time_to_tokens is not None:
             h = h + self.time_to_tokens(emb)[:, None]

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from ddpm.errors import UserError
 from ddpm.music.events import WINDOW_STEPS
 from ddpm.music.prepare import read_eval_events
+from ddpm.sampling import draw_loops
 from ddpm.studio.interpolation import ddim_invert, ddim_sample, ddim_timesteps, lerp, slerp
 from ddpm.studio.melodies import fit_length
 
@@ -209,8 +210,9 @@ class Studio:
             else:
                 calls = 2 * len(ddim_timesteps(self.num_timesteps, steps))  # invert the ends, then denoise
                 with self._counting(progress, calls, "DDIM"):
-                    noise = ddim_invert(self.module.diffusion, self.module.sampling_denoiser, ends, steps)
-                    x = ddim_sample(self.module.diffusion, self.module.sampling_denoiser, slerp(*noise, weights), steps)
+                    diffusion, chain = self.module.diffusion, self.module.chain_denoiser
+                    noise = ddim_invert(diffusion, chain(), ends, steps)
+                    x = ddim_sample(diffusion, chain(), slerp(*noise, weights), steps)
             progress(0.9, "decoding with the MusicVAE")
             return self.codec.melodies(x, seed)
 
@@ -220,7 +222,10 @@ class Studio:
         generator = torch.Generator().manual_seed(seed)
         calls = sampler.evaluations(self.module.diffusion) if sampler is not None else self.num_timesteps
         with self._counting(progress, calls, type(sampler).__name__ if sampler else "AncestralSampler"):
-            return self.module.sample(n, generator, batch_size=n, known=known, mask=mask, sampler=sampler)
+            loops = draw_loops(self.codec, n, seed, known, mask)  # loops as sample.py draws them (ddpm.periods)
+            return self.module.sample(
+                n, generator, batch_size=n, known=known, mask=mask, sampler=sampler, loops=loops and loops[1]
+            )
 
     @contextlib.contextmanager
     def _counting(self, progress: Progress, calls: int, what: str) -> Iterator[None]:
