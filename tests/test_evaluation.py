@@ -143,6 +143,7 @@ def test_evaluate_end_to_end_on_a_tiny_run(melody_run, tmp_path):
     files = evaluate(cfg)
     meta = json.loads((tmp_path / "table.json").read_text())["meta"]
     assert meta["refill"] == "shared"  # the codec's default
+    assert meta["loops"] is True  # the run's period prior was kept at training time
     assert meta["eval_meters"] == ["4/4"] and meta["eval_sequences"] == len(
         np.load(run.parent / "latents" / "eval_events.npz")["events"]
     )
@@ -272,6 +273,7 @@ def test_evaluate_bad_values_are_user_errors(melody_run, tmp_path):
         (["n=2"], "n=2: expected at least 4"),
         (["n=400"], "n=400: the eval split has"),
         (["refill=frame"], "refill='frame': expected one of noise, shared, zeros"),
+        (["loops=maybe"], "loops='maybe': expected true or false"),
         (["sampler.guidance=-1"], r"sampler .*'guidance': -1.*guidance must be >= 0"),
         (["sampler=fast", "sampler.steps=0"], r"sampler .*'steps': 0.*steps must be >= 1"),
         (["ckpt=" + str(tmp_path / "none.ckpt")], "checkpoint not found"),
@@ -280,3 +282,44 @@ def test_evaluate_bad_values_are_user_errors(melody_run, tmp_path):
             cfg = compose("evaluate", overrides=[f"ckpt={run / 'last.ckpt'}", *overrides])
         with pytest.raises(UserError, match=message):
             evaluate(cfg)
+
+
+def test_sample_draws_loops_from_the_runs_period_prior(melody_run, tmp_path, caplog):
+    """The tiny run's prior is its train split's; sample.py draws each sample's period from it (recorded)
+    and the written latents repeat with it exactly; a checkpoint without a prior samples free, with a warning."""
+    import torch
+
+    from ddpm.periods import PeriodPrior, smallest_periods
+    from ddpm.sampling import load_checkpoint, restore, sample
+
+    root, run = melody_run
+    ckpt = load_checkpoint(run / "last.ckpt")
+    module, codec = restore(ckpt)
+    from omegaconf import OmegaConf
+
+    from ddpm.training import build
+
+    data = build(OmegaConf.create(ckpt["run_config"])["data"], "data")
+    data.setup("fit")
+    assert codec.periods.probs.tolist() == PeriodPrior.fit(data.train_set.tensors[0]).probs.tolist()
+    out = tmp_path / "out"
+    sample(sample_cfg([f"ckpt={run / 'last.ckpt'}", "n=24", f"out_dir={out}", "sampler=ddim", "sampler.steps=4"]))
+    periods = json.loads((out / "record.json").read_text())["periods"]
+    generated = torch.from_numpy(np.load(out / "generated.npz")["samples"])
+    assert len(periods) == 24 and smallest_periods(generated).tolist() == periods
+    assert set(periods) <= {p for p, q in enumerate(codec.periods.probs.tolist()) if q > 0}
+    # loops=false, and a checkpoint from before the prior: free sequences.
+    sample(
+        sample_cfg(
+            [f"ckpt={run / 'last.ckpt'}", "n=4", f"out_dir={out}", "loops=false", "sampler=ddim", "sampler.steps=4"]
+        )
+    )
+    assert json.loads((out / "record.json").read_text())["periods"] is None
+    del ckpt["codec"]["periods"]
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    with caplog.at_level("WARNING", logger="ddpm.sampling"):
+        sample(
+            sample_cfg([f"ckpt={tmp_path / 'old.ckpt'}", "n=4", f"out_dir={out}", "sampler=ddim", "sampler.steps=4"])
+        )
+    assert json.loads((out / "record.json").read_text())["periods"] is None
+    assert "holds no period prior" in caplog.text
