@@ -492,6 +492,30 @@ def test_sample_callback_draws_with_its_sampler(tmp_path):
     assert calls == [ddim]
 
 
+def test_sample_callback_draws_loops_from_the_period_prior(tmp_path):
+    from ddpm.callbacks.sampling import SampleCallback
+    from ddpm.codecs.latents import LatentCodec
+    from ddpm.periods import PeriodPrior, loop_index
+
+    drawn = []
+
+    class Module:
+        codec = LatentCodec()
+
+        def sample(self, n, generator, sampler=None, progress=None, loops=None):
+            drawn.append(loops)
+            return torch.zeros(n, 4, 2)
+
+    Module.codec.write = lambda x, d, name: {}
+    Module.codec.periods = PeriodPrior([0.0, 0.0, 1.0, 0.0])  # every train sequence a 2-frame loop
+
+    class Trainer:
+        loggers = []
+
+    SampleCallback(str(tmp_path), n=3).draw(Trainer(), Module(), "final")
+    assert torch.equal(drawn[0], loop_index(torch.tensor([2, 2, 2]), 4))
+
+
 def test_sample_py_uses_and_records_the_sampler(melody_run, tmp_path):
     """``sample(cfg)`` by default with sampler=fast, with sampler=ddim (and infilling with dpmpp_2m): the record
     names it; bad steps: ConfigError."""

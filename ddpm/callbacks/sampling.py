@@ -20,7 +20,8 @@ class SampleCallback(L.Callback):
     Files go to ``dirpath/epoch_XXX.*`` through the module's codec (``ddpm.codecs``), and to
     ``dirpath/final.*`` when training ends (by epochs, early stopping or time limit); the samples
     are also logged to TensorBoard when that logger is active. ``sampler`` (``ddpm.samplers``, the
-    ``sampler`` config group) defaults to ancestral sampling over all T steps.
+    ``sampler`` config group) defaults to ancestral sampling over all T steps. Latent runs draw
+    loops from the run's period prior, as ``sample.py`` does (``ddpm.periods``).
     """
 
     def __init__(
@@ -42,9 +43,16 @@ class SampleCallback(L.Callback):
         self.draw(trainer, pl_module, "final")
 
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
+        from ddpm.sampling import draw_loops  # ddpm.sampling builds on the training modules
+
         start = time.perf_counter()
+        loops = draw_loops(pl_module.codec, self.n, self.seed)
         samples = pl_module.sample(
-            self.n, torch.Generator().manual_seed(self.seed), sampler=self.sampler, progress=f"samples {name}"
+            self.n,
+            torch.Generator().manual_seed(self.seed),
+            sampler=self.sampler,
+            progress=f"samples {name}",
+            **({"loops": loops[1]} if loops else {}),
         )
         seconds = time.perf_counter() - start
         codec = pl_module.codec
