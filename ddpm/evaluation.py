@@ -20,6 +20,7 @@ from ddpm.errors import UserError
 from ddpm.music.prepare import MANIFEST, read_eval_events
 from ddpm.music.scoring import MelodySet, score_sets, table_markdown, write_table
 from ddpm.music.similarity import consistency_variance, piece_overlaps
+from ddpm.periods import repeat_frames
 from ddpm.sampling import build_sampler, check_loops, draw_loops, eval_latents, load_checkpoint, restore
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,8 @@ def build_sets(
             timings[name] = time.perf_counter() - start
             filled = codec.decode(x, cfg.seed)
             filled[:, keep] = full[:, keep]  # kept frames: the true originals, all dims
+            if infill_loops:  # and their copies in the middle too, so a kept loop repeats note for note
+                filled = repeat_frames(torch.from_numpy(filled), infill_loops[1]).numpy()
             sets.append(MelodySet(name, codec.melodies_from_latents(filled), filled, f"frames {a}-{b - 1}; {note}"))
         interp = interpolate_middle(full, a, b)
         sets.append(

@@ -17,6 +17,7 @@ from ddpm.checkpoint_io import CheckpointError, check_targets, read_checkpoint
 from ddpm.errors import ConfigError, MissingFileError, UserError
 from ddpm.io.atomic import atomic_write_text
 from ddpm.legacy import upgrade_checkpoint
+from ddpm.periods import repeat_frames
 from ddpm.samplers import Sampler
 from ddpm.training import build_model
 
@@ -224,9 +225,8 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
     sampler = build_sampler(cfg.sampler, module.diffusion)
     evaluations = sampler.evaluations(module.diffusion)
     start = time.perf_counter()
-    periods, loops = (draw_loops(codec, cfg.n, cfg.seed, known, mask) if cfg.get("loops", True) else None) or (
-        None,
-    ) * 2
+    drawn = draw_loops(codec, cfg.n, cfg.seed, known, mask) if cfg.get("loops", True) else None
+    periods, loops = drawn if drawn is not None else (None, None)
     generator = torch.Generator().manual_seed(cfg.seed)
     samples = module.sample(cfg.n, generator, cfg.batch_size, known, mask, sampler, progress="sampling", loops=loops)
     seconds = time.perf_counter() - start
@@ -235,6 +235,8 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
         latents = codec.decode(samples, cfg.seed)
         keep = mask[0, :, 0].bool().numpy()
         latents[:, keep] = originals[:, keep]
+        if loops is not None:  # and the copies of kept frames in the regenerated ones (ddpm.periods)
+            latents = repeat_frames(torch.from_numpy(latents), loops).numpy()
     files = codec.write(samples, out_dir, "generated", seed=cfg.seed, latents=latents)
     if known is not None:
         originals_files = codec.write(known, out_dir, "original", latents=originals)

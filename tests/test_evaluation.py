@@ -323,3 +323,25 @@ def test_sample_draws_loops_from_the_runs_period_prior(melody_run, tmp_path, cap
         )
     assert json.loads((out / "record.json").read_text())["periods"] is None
     assert "holds no period prior" in caplog.text
+
+
+def test_infilling_copies_the_kept_frames_of_the_loop_it_shows(melody_run, tmp_path):
+    """Eval sequences that loop every 2 frames (A B A B), frame 1 regenerated: the kept frames show the loop,
+    so the new frame 1 is kept frame 3 itself, all 512 dims; with loops=false it is generated."""
+    import torch
+
+    from ddpm.periods import smallest_periods
+    from ddpm.sampling import eval_latents, load_checkpoint, sample
+
+    _, run = melody_run
+    originals = eval_latents(load_checkpoint(run / "last.ckpt")["run_config"])
+    two = smallest_periods(torch.from_numpy(originals)).numpy() == 2
+    n = int(np.nonzero(two)[0].max()) + 1  # sample.py infills the first n eval sequences
+    assert two.sum() >= 1
+    for loops in (True, False):
+        out = tmp_path / str(loops)
+        overrides = [f"ckpt={run / 'last.ckpt'}", f"n={n}", "infill=[1,2]", f"out_dir={out}", f"loops={loops}"]
+        sample(sample_cfg(overrides + ["sampler=ddim", "sampler.steps=4"]))
+        generated = np.load(out / "generated.npz")["samples"]
+        np.testing.assert_array_equal(generated[:, [0, 2, 3]], originals[:n, [0, 2, 3]])
+        assert np.array_equal(generated[two[:n], 1], originals[:n][two[:n], 3]) == loops
