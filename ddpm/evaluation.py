@@ -95,10 +95,9 @@ def build_sets(
 
     generator = torch.Generator().manual_seed(int(cfg.seed))
     start = time.perf_counter()
-    loops = draw_loops(codec, n, int(cfg.seed)) if cfg.get("loops", True) else None
-    x = module.sample(
-        n, generator, batch_size=cfg.batch_size, sampler=sampler, progress="DDPM", loops=loops and loops[1]
-    )
+    loops = draw_loops(codec, n, int(cfg.seed)) if cfg.get("loops", True) else None  # (periods, index)
+    index = loops[1] if loops else None
+    x = module.sample(n, generator, batch_size=cfg.batch_size, sampler=sampler, progress="DDPM", loops=index)
     timings["ddpm"] = time.perf_counter() - start
     generated = codec.decode(x, cfg.seed)
     note = _sampler_name(cfg) + (f"; loops ({float((loops[0] > 0).float().mean()):.0%})" if loops else "")
@@ -112,6 +111,7 @@ def build_sets(
         mask = torch.ones_like(known)
         mask[:, a:b] = 0
         infill_loops = draw_loops(codec, n, int(cfg.seed), known, mask) if cfg.get("loops", True) else None
+        index = infill_loops[1] if infill_loops else None
         note = f"; loops ({float((infill_loops[0] > 0).float().mean()):.0%})" if infill_loops else ""
         infillers = [("DDPM infilling", sampler, _sampler_name(cfg) + note)]
         if cfg.get("repaint"):
@@ -127,13 +127,13 @@ def build_sets(
                 mask=mask,
                 sampler=infiller,
                 progress=name,
-                loops=infill_loops and infill_loops[1],
+                loops=index,
             )
             timings[name] = time.perf_counter() - start
             filled = codec.decode(x, cfg.seed)
             filled[:, keep] = full[:, keep]  # kept frames: the true originals, all dims
-            if infill_loops:  # and their copies in the middle too, so a kept loop repeats note for note
-                filled = repeat_frames(torch.from_numpy(filled), infill_loops[1]).numpy()
+            if index is not None:  # and their copies in the middle too, so a kept loop repeats note for note
+                filled = repeat_frames(torch.from_numpy(filled), index).numpy()
             sets.append(MelodySet(name, codec.melodies_from_latents(filled), filled, f"frames {a}-{b - 1}; {note}"))
         interp = interpolate_middle(full, a, b)
         sets.append(

@@ -85,17 +85,19 @@ def infill_loops(
     """
     batch, frames = known.shape[:2]
     kept = torch.nonzero(keep.cpu()).flatten().tolist()
+    pairs = {}  # per period: consecutive kept frames of one class i mod p (the same for every sequence)
+    for p in range(1, frames):
+        members = [[i for i in kept if i % p == c] for c in range(p)]
+        pairs[p] = [(m[j], m[j + 1]) for m in members for j in range(len(m) - 1)]
     periods, index = torch.zeros(batch, dtype=torch.long), torch.arange(frames).repeat(batch, 1)
     for b in range(batch):
-        matches = {}
-        for p in range(1, frames):
-            members = [[i for i in kept if i % p == c] for c in range(p)]
-            pairs = [(m[j], m[j + 1]) for m in members for j in range(len(m) - 1)]
-            if pairs and all(torch.equal(known[b, i], known[b, j]) for i, j in pairs):
-                matches[p] = len(pairs)
+        matches = {
+            p: len(ps) for p, ps in pairs.items() if ps and all(torch.equal(known[b, i], known[b, j]) for i, j in ps)
+        }
         if not matches:
             continue
-        best = [p for p, m in matches.items() if m == max(matches.values())]
+        most = max(matches.values())
+        best = [p for p, m in matches.items() if m == most]
         weights = (
             prior.probs[best] if float(prior.probs[best].sum()) > 0 else torch.ones(len(best), dtype=torch.float64)
         )
@@ -120,6 +122,8 @@ class Looped:
 
     def __init__(self, diffusion: GaussianDiffusion, denoiser: Denoiser, index: Tensor):
         self.diffusion, self.denoiser, self.index = diffusion, denoiser, index
+        with torch.inference_mode(False):  # samplers run in inference mode; guidance's autograd must save it
+            self.looped = (index != torch.arange(index.shape[1], device=index.device)).any(dim=1)  # [B]: not free
 
     def __call__(self, x_t: Tensor, cond: Tensor) -> Tensor:
         eps = self.denoiser(x_t, cond)
@@ -127,8 +131,7 @@ class Looped:
         ab = ab.reshape(-1, *((1,) * (x_t.ndim - 1)))
         x_start = (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
         x_start = repeat_frames(x_start, self.index)
-        free = (self.index == torch.arange(x_t.shape[1], device=self.index.device)).all(dim=1)
-        looped = (~free).to(x_t.device).reshape(-1, *((1,) * (x_t.ndim - 1)))
+        looped = self.looped.to(x_t.device).reshape(-1, *((1,) * (x_t.ndim - 1)))
         return torch.where(looped, (x_t - ab.sqrt() * x_start) / (1 - ab).sqrt(), eps)  # free ones: untouched
 
 

@@ -17,7 +17,8 @@ from ddpm.checkpoint_io import CheckpointError, check_targets, read_checkpoint
 from ddpm.errors import ConfigError, MissingFileError, UserError
 from ddpm.io.atomic import atomic_write_text
 from ddpm.legacy import upgrade_checkpoint
-from ddpm.periods import repeat_frames
+from ddpm.module import step_seed
+from ddpm.periods import infill_loops, loop_index, repeat_frames
 from ddpm.samplers import Sampler
 from ddpm.training import build_model
 
@@ -113,9 +114,6 @@ def draw_loops(
     if codec.periods is None:
         log.warning("this checkpoint holds no period prior (trained before loops were kept): sampling without loops")
         return None
-    from ddpm.module import step_seed
-    from ddpm.periods import infill_loops, loop_index
-
     generator = torch.Generator().manual_seed(step_seed(seed, 1))
     if known is None:
         periods = codec.periods.draw(n, generator)

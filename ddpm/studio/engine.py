@@ -223,9 +223,8 @@ class Studio:
         calls = sampler.evaluations(self.module.diffusion) if sampler is not None else self.num_timesteps
         with self._counting(progress, calls, type(sampler).__name__ if sampler else "AncestralSampler"):
             loops = draw_loops(self.codec, n, seed, known, mask)  # loops as sample.py draws them (ddpm.periods)
-            return self.module.sample(
-                n, generator, batch_size=n, known=known, mask=mask, sampler=sampler, loops=loops and loops[1]
-            )
+            index = loops[1] if loops else None
+            return self.module.sample(n, generator, batch_size=n, known=known, mask=mask, sampler=sampler, loops=index)
 
     @contextlib.contextmanager
     def _counting(self, progress: Progress, calls: int, what: str) -> Iterator[None]:
