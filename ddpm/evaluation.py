@@ -96,8 +96,10 @@ def build_sets(
     generator = torch.Generator().manual_seed(int(cfg.seed))
     start = time.perf_counter()
     loops = draw_loops(codec, n, int(cfg.seed)) if cfg.get("loops", True) else None  # (periods, index)
-    index = loops[1] if loops else None
-    x = module.sample(n, generator, batch_size=cfg.batch_size, sampler=sampler, progress="DDPM", loops=index)
+    periods, index = loops if loops else (None, None)
+    x = module.sample(
+        n, generator, batch_size=cfg.batch_size, sampler=sampler, progress="DDPM", loops=index, periods=periods
+    )
     timings["ddpm"] = time.perf_counter() - start
     generated = codec.decode(x, cfg.seed)
     note = _sampler_name(cfg) + (f"; loops ({float((loops[0] > 0).float().mean()):.0%})" if loops else "")
@@ -111,7 +113,7 @@ def build_sets(
         mask = torch.ones_like(known)
         mask[:, a:b] = 0
         infill_loops = draw_loops(codec, n, int(cfg.seed), known, mask) if cfg.get("loops", True) else None
-        index = infill_loops[1] if infill_loops else None
+        periods, index = infill_loops if infill_loops else (None, None)
         note = f"; loops ({float((infill_loops[0] > 0).float().mean()):.0%})" if infill_loops else ""
         infillers = [("DDPM infilling", sampler, _sampler_name(cfg) + note)]
         if cfg.get("repaint"):
@@ -128,6 +130,7 @@ def build_sets(
                 sampler=infiller,
                 progress=name,
                 loops=index,
+                periods=periods,
             )
             timings[name] = time.perf_counter() - start
             filled = codec.decode(x, cfg.seed)

@@ -1,6 +1,7 @@
 """DiffusionModule: thin Lightning glue around ``GaussianDiffusion`` and a denoiser."""
 
 import copy
+import functools
 import zlib
 from collections.abc import Callable
 
@@ -13,7 +14,7 @@ from torchmetrics import MeanMetric
 from ddpm.checkpoint_io import CheckpointError
 from ddpm.diffusion import GaussianDiffusion, SelfConditioning
 from ddpm.errors import UserError
-from ddpm.periods import Looped, repeat_frames
+from ddpm.periods import Looped, repeat_frames, smallest_periods
 from ddpm.progress import Progress
 from ddpm.samplers import AncestralSampler, Sampler
 
@@ -89,15 +90,32 @@ class DiffusionModule(L.LightningModule):
         return bool(getattr(self.denoiser, "self_condition", False))
 
     @property
+    def period_condition(self) -> bool:
+        """Whether the denoiser is told the loop it draws (``period_condition`` of ``TransformerDDPM``)."""
+        return bool(getattr(self.denoiser, "period_condition", False))
+
+    def batch_periods(self, batch: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Each training sequence's smallest period (``ddpm.periods``) [B]; with ``generator``, a share
+        ``period_unknown`` of them is told -1 (unknown), so the network also learns to draw without one."""
+        periods = smallest_periods(batch).to(batch.device)
+        if generator is None:
+            return periods
+        unknown = torch.rand(periods.shape, generator=generator, device=generator.device).to(batch.device)
+        return torch.where(unknown < self.denoiser.period_unknown, -1, periods)
+
+    @property
     def sampling_denoiser(self) -> nn.Module:
         if self._compiled is not None:
             return self._compiled
         return self.ema if self.ema is not None else self.denoiser
 
-    def chain_denoiser(self) -> Callable[[Tensor, Tensor], Tensor]:
+    def chain_denoiser(self, period: Tensor | None = None) -> Callable[[Tensor, Tensor], Tensor]:
         """The sampling network as the ``denoiser(x_t, cond)`` of one sampling chain: a self-conditioned
-        one is wrapped in ``SelfConditioning`` (it carries the chain's x_0 estimate), so make one per chain."""
+        one is wrapped in ``SelfConditioning`` (it carries the chain's x_0 estimate), so make one per chain;
+        a period-conditioned one is told ``period`` [B] (None: unknown)."""
         net = self.sampling_denoiser
+        if self.period_condition:
+            net = functools.partial(net, period=period)
         return SelfConditioning(self.diffusion, net) if self.self_condition else net
 
     def compile_sampling(self) -> None:
@@ -112,7 +130,10 @@ class DiffusionModule(L.LightningModule):
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         generator = self.training_generator(batch_idx)
-        loss = self.diffusion.loss(self.denoiser, batch, generator=generator, self_condition=0.5 * self.self_condition)
+        net = self.denoiser
+        if self.period_condition:
+            net = functools.partial(net, period=self.batch_periods(batch, generator))
+        loss = self.diffusion.loss(net, batch, generator=generator, self_condition=0.5 * self.self_condition)
         loss = loss.mean()
         self._train_loss = loss.detach()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch.shape[0])
@@ -139,6 +160,8 @@ class DiffusionModule(L.LightningModule):
         generator = torch.Generator(self.device).manual_seed(batch_idx)  # only for continuous noise levels
         # A self-conditioned network is scored as it samples: with its own estimate of x_0.
         net, self_condition = self.sampling_denoiser, float(self.self_condition)
+        if self.period_condition:  # told every period, as it samples a drawn loop
+            net = functools.partial(net, period=self.batch_periods(batch))
         loss = self.diffusion.loss(net, batch, t=t, noise=noise, generator=generator, self_condition=self_condition)
         self.val_loss.update(loss)
         self.log("val/loss", self.val_loss, prog_bar=True)
@@ -185,6 +208,7 @@ class DiffusionModule(L.LightningModule):
         sampler: Sampler | None = None,
         progress: str | None = None,
         loops: Tensor | None = None,
+        periods: Tensor | None = None,
     ) -> Tensor:
         """Draw ``n`` samples [n, *S] in model space with the sampling (EMA) weights, in batches.
 
@@ -192,7 +216,9 @@ class DiffusionModule(L.LightningModule):
         and ``mask`` ([n, *S], mask 1 = keep) infill. With ``progress``, network evaluations done
         are logged under that name (``ddpm.progress``). ``loops`` ([n, frames] long, for sequences
         [n, frames, D]): frame i of sample b repeats frame ``loops[b, i]`` (``ddpm.periods.Looped``;
-        ``loop_index`` of drawn periods, or ``infill_loops`` of the kept frames).
+        ``loop_index`` of drawn periods, or ``infill_loops`` of the kept frames). ``periods`` [n]: what a
+        period-conditioned network is told (None: unknown); when infilling, 0 (the kept frames show
+        no loop: a tune that does not repeat or a loop they cannot show) is told as unknown.
         """
         sampler = sampler if sampler is not None else AncestralSampler()
         was_training = self.training
@@ -205,7 +231,10 @@ class DiffusionModule(L.LightningModule):
             b = min(batch_size, n - start)
             k = known[start : start + b].to(self.device) if known is not None else None
             m = mask[start : start + b].to(self.device) if mask is not None else None
-            net = self.chain_denoiser()
+            told = periods[start : start + b].to(self.device) if periods is not None else None
+            if told is not None and known is not None:
+                told = torch.where(told > 0, told, -1)
+            net = self.chain_denoiser(told)
             p = loops[start : start + b].to(self.device) if loops is not None else None
             net = Looped(self.diffusion, net, p) if p is not None else net
             steps = sampler.sample_progressive(self.diffusion, net, (b, *shape), generator, self.device, k, m)

@@ -226,7 +226,9 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
     drawn = draw_loops(codec, cfg.n, cfg.seed, known, mask) if cfg.get("loops", True) else None
     periods, loops = drawn if drawn is not None else (None, None)
     generator = torch.Generator().manual_seed(cfg.seed)
-    samples = module.sample(cfg.n, generator, cfg.batch_size, known, mask, sampler, progress="sampling", loops=loops)
+    samples = module.sample(
+        cfg.n, generator, cfg.batch_size, known, mask, sampler, progress="sampling", loops=loops, periods=periods
+    )
     seconds = time.perf_counter() - start
     latents = None
     if known is not None:  # kept frames: the originals themselves, every latent dimension

@@ -127,13 +127,20 @@ def test_infilling_is_conditioned_on_the_kept_frames(one_thread):
     torch.testing.assert_close(guided[:, :2], truth[:, :2])
 
 
-def test_evaluate_end_to_end_on_a_tiny_run(melody_run, tmp_path):
+def test_evaluate_end_to_end_on_a_tiny_run(melody_run, tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
 
     from ddpm.evaluation import evaluate
+    from ddpm.module import DiffusionModule
+    from ddpm.periods import loop_index
     from tests.helpers import CONF
 
     _, run = melody_run
+    calls = []  # the loops and periods each row hands DiffusionModule.sample
+    real_sample = DiffusionModule.sample
+    monkeypatch.setattr(
+        DiffusionModule, "sample", lambda self, *a, **kw: calls.append(kw) or real_sample(self, *a, **kw)
+    )
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose(
             "evaluate",
@@ -141,6 +148,10 @@ def test_evaluate_end_to_end_on_a_tiny_run(melody_run, tmp_path):
             + ["eval_meters=['4/4']"],  # the tiny MIDI tunes' meter: all of them
         )
     files = evaluate(cfg)
+    assert len(calls) == 2 and calls[1].get("known") is not None  # DDPM, then DDPM infilling
+    for kw in calls:  # a period-conditioned network is told the periods of the loops drawn
+        assert torch.equal(loop_index(kw["periods"], 4), kw["loops"]) or kw.get("known") is not None
+        assert kw["periods"] is not None and len(kw["periods"]) == 4
     meta = json.loads((tmp_path / "table.json").read_text())["meta"]
     assert meta["refill"] == "shared"  # the codec's default
     assert meta["loops"] is True  # the run's period prior was kept at training time
@@ -284,11 +295,12 @@ def test_evaluate_bad_values_are_user_errors(melody_run, tmp_path):
             evaluate(cfg)
 
 
-def test_sample_draws_loops_from_the_runs_period_prior(melody_run, tmp_path, caplog):
+def test_sample_draws_loops_from_the_runs_period_prior(melody_run, tmp_path, caplog, monkeypatch):
     """The tiny run's prior is its train split's; sample.py draws each sample's period from it (recorded)
     and the written latents repeat with it exactly; a checkpoint without a prior samples free, with a warning."""
     import torch
 
+    from ddpm.module import DiffusionModule
     from ddpm.periods import PeriodPrior, smallest_periods
     from ddpm.sampling import load_checkpoint, restore, sample
 
@@ -303,8 +315,14 @@ def test_sample_draws_loops_from_the_runs_period_prior(melody_run, tmp_path, cap
     data.setup("fit")
     assert codec.periods.probs.tolist() == PeriodPrior.fit(data.train_set.tensors[0]).probs.tolist()
     out = tmp_path / "out"
+    told = []  # what DiffusionModule.sample is handed for a period-conditioned network
+    real_sample = DiffusionModule.sample
+    monkeypatch.setattr(
+        DiffusionModule, "sample", lambda self, *a, **kw: told.append(kw.get("periods")) or real_sample(self, *a, **kw)
+    )
     sample(sample_cfg([f"ckpt={run / 'last.ckpt'}", "n=24", f"out_dir={out}", "sampler=ddim", "sampler.steps=4"]))
     periods = json.loads((out / "record.json").read_text())["periods"]
+    assert told[0].tolist() == periods
     generated = torch.from_numpy(np.load(out / "generated.npz")["samples"])
     assert len(periods) == 24 and smallest_periods(generated).tolist() == periods
     assert set(periods) <= {p for p, q in enumerate(codec.periods.probs.tolist()) if q > 0}

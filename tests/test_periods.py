@@ -134,3 +134,79 @@ def test_infill_loops_reads_the_kept_frames():
     # No equal kept frames: free.
     periods, index = infill_loops(looped(16)[None], keep, uniform)
     assert periods.tolist() == [0] and index.tolist() == [list(range(16))]
+
+
+# ----- period conditioning: the network told the loop it draws -----
+
+
+def test_period_tokens_tell_the_period_and_each_frames_phase():
+    """Token of frame i: the period's row + the phase row i mod p; a free tune (0) and unknown (-1, None)
+    have rows of their own and no phase; a network without the option ignores ``period``."""
+    from ddpm.denoisers import TransformerDDPM
+
+    torch.manual_seed(0)
+    kwargs = {"num_layers": 1, "num_heads": 1, "mlp_dims": 8, "embed_channels": 4}
+    net = TransformerDDPM((8, 3), period_condition=True, **kwargs)
+    tokens = net._period_tokens(3, torch.tensor([3, 0, -1]), torch.device("cpu"))
+    period, phase = net.period_embedding.weight, net.phase_embedding.weight
+    assert torch.allclose(tokens[0], period[3] + phase[torch.arange(8) % 3])
+    assert torch.allclose(tokens[1], (period[0] + phase[8]).expand(8, 4))
+    assert torch.allclose(tokens[2], (period[8] + phase[8]).expand(8, 4))
+    assert torch.equal(net._period_tokens(3, None, torch.device("cpu")), tokens[2].expand(3, 8, 4))
+    x, t = torch.randn(3, 8, 3), torch.tensor([5.0, 50.0, 500.0])
+    told = net(x, t, period=torch.tensor([3, 0, 7]))
+    unknown = net(x, t)
+    assert torch.equal(unknown, net(x, t, period=torch.full((3,), -1)))
+    assert (told - unknown).abs().amax(dim=(1, 2)).min() > 1e-4  # each sequence's output depends on it
+    for bad in (8, -2):
+        with pytest.raises(ValueError, match="period must be in -1 ... 7"):
+            net(x, t, period=torch.tensor([0, bad, 0]))
+    plain = TransformerDDPM((8, 3), **kwargs)
+    assert torch.equal(plain(x, t), plain(x, t, period=torch.tensor([3, 0, 7])))
+    assert not any("period" in name for name in plain.state_dict())  # old checkpoints keep their keys
+
+
+class PeriodSpy(torch.nn.Module):
+    """A period-conditioned stand-in network: records the ``period`` of every call; eps = 0."""
+
+    period_condition, self_condition, sample_shape = True, False, (8, 3)
+
+    def __init__(self, period_unknown: float = 0.0):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.period_unknown, self.seen = period_unknown, []
+
+    def forward(self, x, t, x_self_cond=None, period=None):
+        self.seen.append(None if period is None else period.clone())
+        return x * self.weight
+
+
+def test_module_tells_the_network_each_sequences_period():
+    """Training: each sequence's smallest period, a share ``period_unknown`` told -1; validation: all of
+    them; sampling: the drawn periods, and when infilling 0 (no loop shown) as unknown."""
+    from ddpm.module import DiffusionModule
+
+    batch = torch.stack([looped(w, frames=8, seed=w) for w in (2, 3, 5, 8, 1)] * 80)  # 8: free, period 0
+    truth = torch.tensor([2, 3, 5, 0, 1] * 80)
+    for unknown, share in ((0.0, 0.0), (1.0, 1.0), (0.3, 0.3)):
+        net = PeriodSpy(unknown)
+        module = DiffusionModule(net, GaussianDiffusion(mittal_betas(50, 1e-4, 0.2)), ema_decay=None)
+        module.training_step(batch, 0)
+        seen = net.seen[-1]
+        told = seen >= 0
+        assert torch.equal(seen[told], truth[told]) and bool((seen[~told] == -1).all())
+        assert abs(float((~told).float().mean()) - share) < 0.06
+    module.validation_step(batch[:5], 0)
+    assert torch.equal(net.seen[-1], truth[:5])
+    net.seen.clear()
+    periods = torch.tensor([2, 0, 3, 0, 5])
+    module.sample(5, torch.Generator().manual_seed(0), batch_size=3, sampler=DDIMSampler(2), periods=periods)
+    assert [p.tolist() for p in net.seen] == [[2, 0, 3]] * 2 + [[0, 5]] * 2
+    net.seen.clear()
+    known, mask = batch[:5], torch.ones(5, 8, 3)
+    mask[:, 2:6] = 0
+    module.sample(5, None, known=known, mask=mask, sampler=DDIMSampler(2), periods=periods)
+    assert [p.tolist() for p in net.seen] == [[2, -1, 3, -1, 5]] * 2
+    net.seen.clear()
+    module.sample(2, None, sampler=DDIMSampler(2))
+    assert net.seen == [None, None]  # loops=false: unknown

@@ -502,8 +502,8 @@ def test_sample_callback_draws_loops_from_the_period_prior(tmp_path):
     class Module:
         codec = LatentCodec()
 
-        def sample(self, n, generator, sampler=None, progress=None, loops=None):
-            drawn.append(loops)
+        def sample(self, n, generator, sampler=None, progress=None, loops=None, periods=None):
+            drawn.append((loops, periods))
             return torch.zeros(n, 4, 2)
 
     Module.codec.write = lambda x, d, name: {}
@@ -513,7 +513,8 @@ def test_sample_callback_draws_loops_from_the_period_prior(tmp_path):
         loggers = []
 
     SampleCallback(str(tmp_path), n=3).draw(Trainer(), Module(), "final")
-    assert torch.equal(drawn[0], loop_index(torch.tensor([2, 2, 2]), 4))
+    assert torch.equal(drawn[0][0], loop_index(torch.tensor([2, 2, 2]), 4))
+    assert drawn[0][1].tolist() == [2, 2, 2]  # and a period-conditioned network is told them
 
 
 def test_sample_py_uses_and_records_the_sampler(melody_run, tmp_path):

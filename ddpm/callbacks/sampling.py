@@ -52,7 +52,7 @@ class SampleCallback(L.Callback):
             torch.Generator().manual_seed(self.seed),
             sampler=self.sampler,
             progress=f"samples {name}",
-            **({"loops": loops[1]} if loops else {}),
+            **({"loops": loops[1], "periods": loops[0]} if loops else {}),
         )
         seconds = time.perf_counter() - start
         codec = pl_module.codec

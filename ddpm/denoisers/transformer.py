@@ -21,7 +21,10 @@ class TransformerDDPM(nn.Module):
     every position alike, which is how a repeated section is copied. With ``self_condition`` the
     network also reads an estimate of x_0 (its own previous prediction while sampling, zeros
     without one), concatenated to x frame by frame: self-conditioning (Chen et al. 2023, "Analog
-    Bits", sec. 3.2).
+    Bits", sec. 3.2). With ``period_condition`` the network is told the loop it is drawing
+    (``ddpm.periods``): an embedding of the period p (0: a tune that does not repeat; -1: unknown)
+    and of each frame's place in the loop, i mod p, is added to every frame's token, so the content of
+    a tune is drawn knowing how long it is and which frames are its copies.
 
     Args:
         sample_shape: ``(frames, latent_dims)``.
@@ -32,6 +35,9 @@ class TransformerDDPM(nn.Module):
         time_in_attention: add a projection of the time embedding to the tokens entering attention.
         relative_attention: learned per-layer, per-head attention bias for each frame offset.
         self_condition: take ``x_self_cond`` [B, L, D] as a second input (``ddpm.diffusion.SelfConditioning``).
+        period_condition: take ``period`` [B] long (0 ... frames - 1, or -1 for unknown) as a condition.
+        period_unknown: the share of training sequences whose period the network is not told (so it
+            also samples without one); read by ``DiffusionModule``.
     """
 
     def __init__(
@@ -47,6 +53,8 @@ class TransformerDDPM(nn.Module):
         time_in_attention: bool = False,
         relative_attention: bool = False,
         self_condition: bool = False,
+        period_condition: bool = False,
+        period_unknown: float = 0.1,
     ):
         super().__init__()
         if len(sample_shape) != 2:
@@ -54,6 +62,12 @@ class TransformerDDPM(nn.Module):
         frames, data_dims = sample_shape
         self.sample_shape = (frames, data_dims)
         self.self_condition = bool(self_condition)
+        self.period_condition, self.period_unknown = bool(period_condition), float(period_unknown)
+        if not 0 <= self.period_unknown <= 1:
+            raise ValueError(f"period_unknown must be in [0, 1], got {period_unknown}")
+        # Periods 0 ... frames - 1 and 'unknown' (row frames); phases 0 ... frames - 1 and 'none' (row frames).
+        self.period_embedding = nn.Embedding(frames + 1, embed_channels) if period_condition else None
+        self.phase_embedding = nn.Embedding(frames + 1, embed_channels) if period_condition else None
         self.input = nn.Linear(data_dims * (2 if self_condition else 1), embed_channels)
         # Frame positions 1..frames, fixed (not learned).
         positions = sinusoidal_embedding(torch.arange(1, frames + 1), embed_channels)
@@ -77,15 +91,17 @@ class TransformerDDPM(nn.Module):
         self.norm_out = nn.LayerNorm(mlp_dims)
         self.output = nn.Linear(mlp_dims, data_dims)
 
-    def forward(self, x: Tensor, t: Tensor, x_self_cond: Tensor | None = None) -> Tensor:
-        """x: [B, L, D], t: [B], x_self_cond: [B, L, D] or None (zeros; ignored without ``self_condition``)
-        -> [B, L, D]."""
+    def forward(self, x: Tensor, t: Tensor, x_self_cond: Tensor | None = None, period: Tensor | None = None) -> Tensor:
+        """x: [B, L, D], t: [B], x_self_cond: [B, L, D] or None (zeros; ignored without ``self_condition``),
+        period: [B] long or None (unknown; ignored without ``period_condition``) -> [B, L, D]."""
         emb = self.time_embedding(t)  # (B, 4E)
         if self.self_condition:
             x = torch.cat([x, torch.zeros_like(x) if x_self_cond is None else x_self_cond], dim=-1)  # (B, L, 2D)
         h = self.input(x) + self.position_encoding  # (B, L, C)
         if self.time_to_tokens is not None:
             h = h + self.time_to_tokens(emb)[:, None]
+        if self.period_embedding is not None:
+            h = h + self._period_tokens(x.shape[0], period, x.device)
         if self.relative_bias is None:
             h = self.encoder(h)
         else:
@@ -95,6 +111,20 @@ class TransformerDDPM(nn.Module):
         for block in self.blocks:
             h = block(h, emb)
         return self.output(self.norm_out(h))
+
+    def _period_tokens(self, batch: int, period: Tensor | None, device: torch.device) -> Tensor:
+        """[B, L, C]: the embedding of each sequence's period and of each frame's phase i mod p."""
+        frames = self.sample_shape[0]
+        if period is None:
+            period = torch.full((batch,), -1, dtype=torch.long, device=device)
+        period = period.to(device=device, dtype=torch.long)
+        if ((period < -1) | (period >= frames)).any():
+            raise ValueError(f"period must be in -1 ... {frames - 1}, got {period.tolist()}")
+        looped = period[:, None] > 0
+        i = torch.arange(frames, device=device)
+        phase = torch.where(looped, i % period[:, None].clamp(min=1), frames)  # 'none' for free / unknown
+        rows = torch.where(period < 0, frames, period)
+        return self.period_embedding(rows)[:, None] + self.phase_embedding(phase)
 
 
 def _pre_ln_layer(layer: nn.TransformerEncoderLayer, h: Tensor, bias: Tensor, heads: int) -> Tensor:

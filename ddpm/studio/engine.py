@@ -223,8 +223,10 @@ class Studio:
         calls = sampler.evaluations(self.module.diffusion) if sampler is not None else self.num_timesteps
         with self._counting(progress, calls, type(sampler).__name__ if sampler else "AncestralSampler"):
             loops = draw_loops(self.codec, n, seed, known, mask)  # loops as sample.py draws them (ddpm.periods)
-            index = loops[1] if loops else None
-            return self.module.sample(n, generator, batch_size=n, known=known, mask=mask, sampler=sampler, loops=index)
+            periods, index = loops if loops else (None, None)
+            return self.module.sample(
+                n, generator, batch_size=n, known=known, mask=mask, sampler=sampler, loops=index, periods=periods
+            )
 
     @contextlib.contextmanager
     def _counting(self, progress: Progress, calls: int, what: str) -> Iterator[None]:
