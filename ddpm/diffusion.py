@@ -45,6 +45,10 @@ class GaussianDiffusion(nn.Module):
         sigma: reverse-process variance, ``posterior`` (beta tilde_t, eq. 7) or ``beta`` (beta_t).
         clip_x_start: clamp the predicted x_0 to ``[-clip_value, clip_value]`` while sampling
             (for bounded data such as images; off for latents).
+        loss_weight: ``eps``: the simplified objective, every step alike (Ho et al.); ``v``: each step's
+            eps error weighted by 1 / alpha_bar_t, which is the error of v = sqrt(alpha_bar) eps -
+            sqrt(1 - alpha_bar) x_0 (Salimans & Ho 2022) of the same network: the noisy steps, where
+            a tune's large-scale shape is decided, count more.
     """
 
     def __init__(
@@ -55,6 +59,7 @@ class GaussianDiffusion(nn.Module):
         clip_x_start: bool = False,
         clip_value: float = 1.0,
         noise_level_scale: float = NOISE_LEVEL_SCALE,
+        loss_weight: Literal["eps", "v"] = "eps",
     ):
         super().__init__()
         if time_condition not in ("step", "noise_level", "continuous_noise_level"):
@@ -63,6 +68,9 @@ class GaussianDiffusion(nn.Module):
             )
         if sigma not in ("posterior", "beta"):
             raise ValueError(f"sigma must be 'posterior' or 'beta', got {sigma!r}")
+        if loss_weight not in ("eps", "v"):
+            raise ValueError(f"loss_weight must be 'eps' or 'v', got {loss_weight!r}")
+        self.loss_weight = loss_weight
         betas = torch.as_tensor(betas, dtype=torch.float64)
         if betas.ndim != 1 or not ((betas > 0) & (betas < 1)).all():
             raise ValueError("betas must be a 1-D tensor with values in (0, 1)")
@@ -154,7 +162,8 @@ class GaussianDiffusion(nn.Module):
         generator: torch.Generator | None = None,
         self_condition: float = 0.0,
     ) -> Tensor:
-        """Simplified objective ||eps - eps_theta(x_t, t)||^2 of eq. (14), one value per example: [B].
+        """Simplified objective ||eps - eps_theta(x_t, t)||^2 of eq. (14), one value per example: [B]
+        (weighted by 1 / alpha_bar for ``loss_weight="v"``).
 
         ``t`` defaults to uniform steps and ``noise`` to standard normal, both from ``generator``.
         ``self_condition``: the probability that the batch's denoiser also reads its own x_0
@@ -187,7 +196,8 @@ class GaussianDiffusion(nn.Module):
             eps = self._self_conditioned(denoiser, x_t, cond, level, self_condition, generator)
         else:
             eps = denoiser(x_t, cond)
-        return (noise - eps).square().reshape(batch, -1).mean(dim=1)
+        loss = (noise - eps).square().reshape(batch, -1).mean(dim=1)
+        return loss / level.flatten().square() if self.loss_weight == "v" else loss
 
     def _self_conditioned(self, denoiser, x_t, cond, level, probability, generator) -> Tensor:
         """eps of ``denoiser(x_t, cond, x_0_hat)``: x_0_hat from a first pass with probability ``probability``

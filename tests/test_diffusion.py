@@ -340,3 +340,31 @@ def test_self_conditioning_hands_each_call_the_previous_x_start():
     for (x_prev, c_prev, _), eps_prev, (_, _, estimate) in zip(net.calls, net_eps, net.calls[1:]):
         t_prev = d.step_of_condition(c_prev)
         assert torch.allclose(estimate, d.predict_start_from_noise(x_prev, t_prev, eps_prev), atol=1e-5)
+
+
+@pytest.mark.parametrize("condition", ["noise_level", "continuous_noise_level"])
+def test_v_loss_weight_is_the_error_of_v(condition):
+    """loss_weight=v: per example ||v - v_hat||^2 with v = sqrt(ab) eps - sqrt(1 - ab) x_0 and v_hat made
+    of the network's eps (x_0 hat from it), at the level x_t was built from; eps: the plain eps error."""
+    torch.manual_seed(0)
+    v = GaussianDiffusion(mittal_betas(100, 1e-4, 0.1), time_condition=condition, loss_weight="v")
+    plain = GaussianDiffusion(mittal_betas(100, 1e-4, 0.1), time_condition=condition)
+    x_start, noise, t = torch.randn(6, 4, 3), torch.randn(6, 4, 3), torch.tensor([0, 10, 40, 70, 90, 99])
+    seen = {}
+
+    def net(x_t, cond):
+        seen["x_t"], seen["cond"] = x_t, cond
+        return 0.7 * x_t + 0.1
+
+    got = v.loss(net, x_start, t=t, noise=noise, generator=torch.Generator().manual_seed(3))
+    level = seen["cond"] / v.noise_level_scale  # sqrt(alpha_bar) of each example
+    ab = level.square().reshape(-1, 1, 1)
+    eps_hat = net(seen["x_t"], seen["cond"])
+    x0_hat = (seen["x_t"] - (1 - ab).sqrt() * eps_hat) / ab.sqrt()
+    v_true, v_hat = ab.sqrt() * noise - (1 - ab).sqrt() * x_start, ab.sqrt() * eps_hat - (1 - ab).sqrt() * x0_hat
+    assert torch.allclose(got, (v_true - v_hat).square().mean(dim=(1, 2)), rtol=1e-4)
+    base = plain.loss(net, x_start, t=t, noise=noise, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(base, (noise - eps_hat).square().mean(dim=(1, 2)))
+    assert float(got[-1] / base[-1]) > 10  # the noisiest step counts most
+    with pytest.raises(ValueError, match="loss_weight must be 'eps' or 'v'"):
+        GaussianDiffusion(mittal_betas(10, 1e-4, 0.1), loss_weight="x0")
