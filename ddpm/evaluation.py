@@ -21,7 +21,15 @@ from ddpm.music.prepare import MANIFEST, read_eval_events
 from ddpm.music.scoring import MelodySet, score_sets, table_markdown, write_table
 from ddpm.music.similarity import consistency_variance, piece_overlaps
 from ddpm.periods import repeat_frames
-from ddpm.sampling import build_sampler, check_loops, draw_loops, eval_latents, load_checkpoint, restore
+from ddpm.sampling import (
+    build_sampler,
+    check_loops,
+    draw_loops,
+    eval_latents,
+    load_checkpoint,
+    restore,
+    set_overrides,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +111,7 @@ def build_sets(
     timings["ddpm"] = time.perf_counter() - start
     generated = codec.decode(x, cfg.seed)
     note = _sampler_name(cfg) + (f"; loops ({float((loops[0] > 0).float().mean()):.0%})" if loops else "")
+    note += f"; spread {module.spread:.3f}" if module.spread != 1 else ""
     sets.append(MelodySet("DDPM", codec.melodies_from_latents(generated), generated, note))
 
     if cfg.infill:
@@ -194,8 +203,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Path]:
         module.diffusion.set_sigma(cfg.sigma)
     if cfg.get("temperature") is not None:
         codec.temperature = float(cfg.temperature)
-    if cfg.get("refill"):
-        codec.set_refill(cfg.refill)
+    set_overrides(cfg, module, codec)
     module.to(torch.device(cfg.device))
     codec.to(torch.device(cfg.device))
     sampler = build_sampler(cfg.sampler, module.diffusion)
@@ -216,6 +224,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Path]:
         "sigma": module.diffusion.sigma,
         "temperature": codec.temperature,
         "refill": codec.refill,
+        "spread": module.spread,
+        "period_guidance": getattr(module.denoiser, "period_guidance", None) if module.period_condition else None,
         "loops": bool(cfg.get("loops", True)) and codec.periods is not None,
         "time_condition": module.diffusion.time_condition,
         "sampling_seconds": {k: round(v, 2) for k, v in timings.items()},

@@ -16,7 +16,7 @@ import torch
 
 from ddpm.errors import UserError, run_or_exit
 
-KEPT = ("epoch", "global_step", "pytorch-lightning_version")  # informative; no training state
+KEPT = ("epoch", "global_step", "pytorch-lightning_version", "spread")  # informative, and the spread; no training state
 
 
 def sampling_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

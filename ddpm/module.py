@@ -11,10 +11,11 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from ddpm.calibration import spread_frames
 from ddpm.checkpoint_io import CheckpointError
 from ddpm.diffusion import GaussianDiffusion, SelfConditioning
 from ddpm.errors import UserError
-from ddpm.periods import Looped, repeat_frames, smallest_periods
+from ddpm.periods import Looped, PeriodGuided, repeat_frames, smallest_periods
 from ddpm.progress import Progress
 from ddpm.samplers import AncestralSampler, Sampler
 
@@ -58,6 +59,10 @@ class DiffusionModule(L.LightningModule):
             depends on what else used the global RNG before training.
         codec: turns samples into files (``ddpm.codecs``); its state (shape, latent statistics) is
             saved in every checkpoint under ``codec``, so sampling needs no data.
+
+    ``spread`` (1: off) widens every unconditional sequence sample about its own mean
+    (``ddpm.calibration``); ``SpreadCalibration`` sets it when training ends, and checkpoints keep it
+    under ``spread``.
     """
 
     def __init__(
@@ -80,6 +85,7 @@ class DiffusionModule(L.LightningModule):
         self.seed = seed
         self.codec = codec
         self._compiled: Callable | None = None
+        self.spread = 1.0
         # Sums and counts over all ranks, so each eval record weighs once; NaN is kept, not skipped.
         self.val_loss = MeanMetric(nan_strategy="disable")
         self._train_loss: Tensor | None = None
@@ -112,9 +118,13 @@ class DiffusionModule(L.LightningModule):
     def chain_denoiser(self, period: Tensor | None = None) -> Callable[[Tensor, Tensor], Tensor]:
         """The sampling network as the ``denoiser(x_t, cond)`` of one sampling chain: a self-conditioned
         one is wrapped in ``SelfConditioning`` (it carries the chain's x_0 estimate), so make one per chain;
-        a period-conditioned one is told ``period`` [B] (None: unknown)."""
+        a period-conditioned one is told ``period`` [B] (None: unknown), with the denoiser's
+        ``period_guidance`` (``ddpm.periods.PeriodGuided``)."""
         net = self.sampling_denoiser
-        if self.period_condition:
+        weight = getattr(self.denoiser, "period_guidance", 1.0)
+        if self.period_condition and period is not None and weight != 1:
+            net = PeriodGuided(net, period, weight)
+        elif self.period_condition:
             net = functools.partial(net, period=period)
         return SelfConditioning(self.diffusion, net) if self.self_condition else net
 
@@ -169,6 +179,7 @@ class DiffusionModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.codec is not None:
             checkpoint["codec"] = self.codec.state_dict()
+        checkpoint["spread"] = self.spread
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Resuming with another model's checkpoint: one line naming the first mismatch, not a traceback.
@@ -219,6 +230,8 @@ class DiffusionModule(L.LightningModule):
         ``loop_index`` of drawn periods, or ``infill_loops`` of the kept frames). ``periods`` [n]: what a
         period-conditioned network is told (None: unknown); when infilling, 0 (the kept frames show
         no loop: a tune that does not repeat or a loop they cannot show) is told as unknown.
+        Unconditional sequence samples are widened by ``spread`` (``ddpm.calibration``); infilled ones
+        are not (their middle is pinned to the kept frames).
         """
         sampler = sampler if sampler is not None else AncestralSampler()
         was_training = self.training
@@ -240,7 +253,9 @@ class DiffusionModule(L.LightningModule):
             steps = sampler.sample_progressive(self.diffusion, net, (b, *shape), generator, self.device, k, m)
             for t, x_t in steps:  # only the current x_t is kept
                 if t < 0:
-                    chunks.append(x_t if p is None else repeat_frames(x_t, p))  # the final x_0 (exact copies)
+                    x_t = x_t if p is None else repeat_frames(x_t, p)  # the final x_0 (exact copies)
+                    spread = known is None and self.spread != 1 and x_t.ndim == 3
+                    chunks.append(spread_frames(x_t, self.spread) if spread else x_t)
                 elif progress:
                     counter.step()
         if progress:

@@ -13,7 +13,7 @@ the tune given p is the generative story of the data itself.
 Framework-free (torch only), like ``ddpm/samplers.py``.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -139,3 +139,26 @@ def repeat_frames(x: Tensor, index: Tensor) -> Tensor:
     """``x`` [B, frames, D] with frame i of sequence b replaced by frame ``index[b, i]``."""
     index = index.to(x.device)
     return x.gather(1, index[..., None].expand_as(x))
+
+
+class PeriodGuided:
+    """A period-conditioned denoiser told ``period`` [B] with weight ``weight``: classifier-free guidance
+    (Ho & Salimans 2022) with the loop as the class, eps = eps(unknown) + w (eps(period) - eps(unknown)).
+
+    w = 1 is the network told its period; w = 0 is it not told (-1); w in between interpolates the two
+    predictions, so a looped sample's content is drawn between "knowing how long the loop is" and
+    "not knowing". Both predictions come from one forward pass of twice the batch. Args: denoiser:
+    ``denoiser(x_t, cond, x_self_cond=None, period=...) -> eps``.
+    """
+
+    def __init__(self, denoiser: Callable[..., Tensor], period: Tensor, weight: float):
+        self.denoiser, self.period, self.weight = denoiser, period, float(weight)
+
+    def __call__(self, x_t: Tensor, cond: Tensor, x_self_cond: Tensor | None = None) -> Tensor:
+        b = x_t.shape[0]
+        period = self.period.to(x_t.device)
+        both = torch.cat([period, torch.full_like(period, -1)])
+        self_cond = torch.cat([x_self_cond, x_self_cond]) if x_self_cond is not None else None
+        eps = self.denoiser(torch.cat([x_t, x_t]), torch.cat([cond, cond]), self_cond, period=both)
+        told, unknown = eps[:b], eps[b:]
+        return unknown + self.weight * (told - unknown)

@@ -64,7 +64,37 @@ def restore(ckpt: dict, path: str | Path = "<checkpoint>"):
     except (RuntimeError, TypeError, AttributeError) as e:
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise CheckpointError(f"{path} does not match the model its config describes: {first}") from e
+    module.spread = _spread(ckpt.get("spread", 1.0), path)
     return module, codec
+
+
+def _spread(value, path) -> float:
+    """A checkpoint's ``spread`` (``ddpm.calibration``), checked: a positive finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < float(value) < float("inf"):
+        raise CheckpointError(f"{path}: its spread is {value!r}; expected a positive number (1: none)")
+    return float(value)
+
+
+def set_overrides(cfg: DictConfig, module, codec) -> None:
+    """The sampling-time choices that ``sample.py`` and ``evaluate.py`` share: ``refill`` (how dropped
+    latent dims are filled), ``spread`` (``ddpm.calibration``; 1: none) and ``period_guidance``
+    (``ddpm.periods.PeriodGuided``); null keeps the run's."""
+    if cfg.get("refill"):
+        if not hasattr(codec, "set_refill"):
+            raise ConfigError(f"refill={cfg.refill}: this run's samples are not latents ({type(codec).__name__})")
+        codec.set_refill(cfg.refill)
+    spread = cfg.get("spread")
+    if spread is not None:
+        if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not 0 < spread < float("inf"):
+            raise ConfigError(f"spread={spread!r}: expected a positive number (1: samples as drawn)")
+        module.spread = float(spread)
+    guidance = cfg.get("period_guidance")
+    if guidance is not None:
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or guidance != guidance:
+            raise ConfigError(f"period_guidance={guidance!r}: expected a number (1: told the period, 0: not told)")
+        if not module.period_condition:
+            raise ConfigError(f"period_guidance={guidance}: this run was not trained with model.period_condition=true")
+        module.denoiser.period_guidance = float(guidance)
 
 
 def eval_latents(run_config: dict, n: int | None = None, folder: str | None = None) -> np.ndarray:
@@ -203,10 +233,7 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
     ckpt_path = Path(cfg.ckpt)
     ckpt = load_checkpoint(ckpt_path)
     module, codec = restore(ckpt, ckpt_path)
-    if cfg.get("refill"):
-        if not hasattr(codec, "set_refill"):
-            raise ConfigError(f"refill={cfg.refill}: this run's samples are not latents ({type(codec).__name__})")
-        codec.set_refill(cfg.refill)
+    set_overrides(cfg, module, codec)
     device = torch.device(cfg.device)
     module.to(device)
     if cfg.get("compile"):  # x1.45 for the UNet on CPU after ~30 s of compilation (README benchmarks)
@@ -251,6 +278,7 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
         "infill_midi": cfg.get("infill_midi"),
         "periods": periods.tolist() if periods is not None else None,  # frames per loop; 0: no repeat
         "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
+        "spread": module.spread if known is None else 1.0,
         "network_evaluations": evaluations,  # per batch
         "device": str(device),
         "sampling_seconds": round(seconds, 3),

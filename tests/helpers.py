@@ -16,6 +16,7 @@ FAST = [
     "diffusion.betas.timesteps=10",
     "callbacks.samples.n=4",
     "callbacks.samples.every_n_epochs=1",
+    "callbacks.calibration.n=32",
 ]
 
 

@@ -375,6 +375,7 @@ def test_export_keeps_sampling_identical_and_drops_training_state(melody_run, tm
     source, _ = restore(load_checkpoint(run / "last.ckpt"), "src")
     module, codec = restore(load_checkpoint(tmp_path / "melody.ckpt"), "dst")
     assert module.ema is None and codec.state_dict() == restore(load_checkpoint(run / "last.ckpt"))[1].state_dict()
+    assert module.spread == source.spread != 1  # the run's calibration travels with it
     draw = lambda m: m.sample(2, torch.Generator().manual_seed(0))  # noqa: E731
     assert torch.equal(draw(source), draw(module))
 

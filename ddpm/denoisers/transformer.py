@@ -38,6 +38,8 @@ class TransformerDDPM(nn.Module):
         period_condition: take ``period`` [B] long (0 ... frames - 1, or -1 for unknown) as a condition.
         period_unknown: the share of training sequences whose period the network is not told (so it
             also samples without one); read by ``DiffusionModule``.
+        period_guidance: how strongly samples are told their period (``ddpm.periods.PeriodGuided``: 1 told,
+            0 not told, in between a blend of the two predictions); read by ``DiffusionModule.sample``.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class TransformerDDPM(nn.Module):
         self_condition: bool = False,
         period_condition: bool = False,
         period_unknown: float = 0.1,
+        period_guidance: float = 1.0,
     ):
         super().__init__()
         if len(sample_shape) != 2:
@@ -65,6 +68,7 @@ class TransformerDDPM(nn.Module):
         self.period_condition, self.period_unknown = bool(period_condition), float(period_unknown)
         if not 0 <= self.period_unknown <= 1:
             raise ValueError(f"period_unknown must be in [0, 1], got {period_unknown}")
+        self.period_guidance = float(period_guidance)
         # Periods 0 ... frames - 1 and 'unknown' (row frames); phases 0 ... frames - 1 and 'none' (row frames).
         self.period_embedding = nn.Embedding(frames + 1, embed_channels) if period_condition else None
         self.phase_embedding = nn.Embedding(frames + 1, embed_channels) if period_condition else None
