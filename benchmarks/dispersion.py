@@ -14,6 +14,9 @@ as many samples:
    loses nothing).
 3. **Self-similarity by period**: the mean per-piece OA (pitch, duration; ``evaluate.py``'s metric)
    of the ground truth's events and of looped ``fast`` samples, by smallest period (0: no repeat).
+
+Samples are scored as the chain draws them, without the run's spread calibration
+(``ddpm/calibration.py``), which exists because of what check 1 shows.
 """
 
 import argparse
@@ -65,6 +68,7 @@ def main() -> None:
     to_stderr()
 
     ckpt, module, codec = restore_run(args.ckpt)
+    module.spread = 1.0  # the chain's own spread, before the run's calibration (ddpm/calibration.py)
     folder = ckpt["run_config"]["data"]["dir"]
     events = read_eval_events(folder)[0]
     latents = eval_latents(ckpt["run_config"], folder=folder)
