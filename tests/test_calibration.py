@@ -151,3 +151,26 @@ def test_a_checkpoint_with_a_bad_spread_is_refused(melody_run, tmp_path):
     ckpt["spread"] = -1.0
     with pytest.raises(CheckpointError, match="its spread is -1.0; expected a positive number"):
         restore(ckpt, "bad.ckpt")
+
+
+def test_benchmark_rules_match_the_distribution_and_each_period():
+    """benchmarks/spread_rules.py: quantile matching gives the samples the data's per-sequence
+    within-variance quantiles; the per-period rule the data's mean within each period."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.spread_rules import per_sequence, period_rule, quantile_rule
+
+    g = torch.Generator().manual_seed(0)
+    periods = torch.tensor([0, 2, 3] * 40)
+    scale = torch.rand(120, 1, 1, generator=g) * 2 + 0.5  # sequences of varied spread
+    data = repeat_frames(scale * torch.randn(120, 8, 4, generator=g), loop_index(periods, 8))
+    samples = repeat_frames(0.4 * torch.randn(120, 8, 4, generator=g), loop_index(periods, 8))
+    matched = quantile_rule(data, samples)(samples)
+    qs = [0.1, 0.5, 0.9]
+    assert np.quantile(per_sequence(matched).numpy(), qs) == pytest.approx(
+        np.quantile(per_sequence(data).numpy(), qs), rel=0.02
+    )
+    assert smallest_periods(matched).tolist() == periods.tolist()
+    by_period = period_rule(data, samples, s=1.0)(samples)
+    for p in (0, 2, 3):
+        want, got = per_sequence(data)[periods == p].mean(), per_sequence(by_period)[periods == p].mean()
+        assert float(got) == pytest.approx(float(want), rel=1e-5)
