@@ -49,6 +49,7 @@ def main() -> None:
     to_stderr()
 
     ckpt, module, codec = restore_run(args.ckpt)
+    module.spread = 1.0  # guidance scored on the samples as drawn (spread calibration would widen them)
     weights = args.weights if module.period_condition else [1.0]  # a plain run: scored as it is, for comparison
     frames = codec.periods.frames
     events = train_events(ckpt["run_config"], frames)
