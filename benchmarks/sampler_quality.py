@@ -82,6 +82,7 @@ class MelodyTask:
 
     def __init__(self, ckpt: str, n: int, seed: int):
         run, self.module, self.codec = restore_run(ckpt)
+        self.module.spread = 1.0  # the samplers compared on what they draw, before the run's spread calibration
         self.seed = seed
         events, _ = read_eval_events(run["run_config"]["data"]["dir"])
         latents = eval_latents(run["run_config"])  # [N, frames, 512]: the stored means
