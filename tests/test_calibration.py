@@ -174,3 +174,17 @@ def test_benchmark_rules_match_the_distribution_and_each_period():
     for p in (0, 2, 3):
         want, got = per_sequence(data)[periods == p].mean(), per_sequence(by_period)[periods == p].mean()
         assert float(got) == pytest.approx(float(want), rel=1e-5)
+
+
+def test_the_shipped_model_carries_its_calibration():
+    """checkpoints/melody.ckpt keeps the spread its training fitted (the export must not drop it)."""
+    from ddpm.sampling import load_checkpoint, restore
+
+    path = ROOT / "checkpoints" / "melody.ckpt"
+    module, codec = restore(load_checkpoint(path), path)
+    assert module.spread > 1.1  # a trained melody model's samples are under-dispersed (README: 1.349)
+    index = loop_index(torch.tensor([4, 0]), codec.periods.frames)
+    draw = lambda: module.sample(2, torch.Generator().manual_seed(0), sampler=DDIMSampler(4), loops=index)  # noqa: E731
+    widened = draw()
+    spread, module.spread = module.spread, 1.0
+    assert torch.allclose(widened, spread_frames(draw(), spread), atol=1e-5)
