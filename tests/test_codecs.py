@@ -126,3 +126,26 @@ def test_layers_import_one_way(package, forbidden):
     assert files
     bad = {f.name: sorted(n for n in imports(f) if n.startswith(forbidden)) for f in files}
     assert not {k: v for k, v in bad.items() if v}
+
+
+def test_the_musicvae_is_found_from_any_working_directory(tmp_path, monkeypatch):
+    """A checkpoint names its MusicVAE relative to the project (``checkpoints/musicvae.pt``): run from
+    another folder, restore finds it there, a copy in the working directory wins, and a MusicVAE that is
+    in neither place is refused before any sampling."""
+    from ddpm.errors import MissingFileError
+    from ddpm.music.vae_io import PROJECT_DIR, musicvae_file
+
+    shipped = PACKAGE.parent / "checkpoints" / "melody.ckpt"
+    monkeypatch.chdir(tmp_path)
+    assert PROJECT_DIR == PACKAGE.parent
+    assert musicvae_file("checkpoints/musicvae.pt") == PACKAGE.parent / "checkpoints" / "musicvae.pt"
+    _, codec = restore(load_checkpoint(shipped), shipped)
+    assert codec.musicvae.z_dim == 512
+    (tmp_path / "checkpoints").mkdir()
+    shutil.copy(PACKAGE.parent / "checkpoints" / "musicvae.pt", tmp_path / "checkpoints" / "musicvae.pt")
+    assert musicvae_file("checkpoints/musicvae.pt") == Path("checkpoints/musicvae.pt")
+    assert musicvae_file("nowhere/vae.pt") == Path("nowhere/vae.pt")
+    ckpt = load_checkpoint(shipped)
+    ckpt["run_config"]["codec"]["musicvae"] = "nowhere/vae.pt"
+    with pytest.raises(MissingFileError, match="its MusicVAE nowhere/vae.pt is not in"):
+        restore(ckpt, shipped)

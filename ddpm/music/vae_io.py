@@ -16,6 +16,18 @@ from ddpm.music.events import WINDOW_STEPS
 from ddpm.music.musicvae import MusicVAE
 from ddpm.progress import Progress
 
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+
+def musicvae_file(path: str | Path) -> Path:
+    """``path``; a relative one missing from the working directory is looked up in the project folder too,
+    so a checkpoint naming ``checkpoints/musicvae.pt`` decodes when ``sample.py`` runs from elsewhere."""
+    path = Path(path)
+    if path.is_absolute() or path.is_file():
+        return path
+    inside = PROJECT_DIR / path
+    return inside if inside.is_file() else path
+
 
 def save_musicvae(model: MusicVAE, config: dict, path: str | Path, metrics: dict | None = None) -> Path:
     """Weights + ``config`` (a ``_target_`` node that rebuilds the model), written atomically."""
@@ -23,10 +35,14 @@ def save_musicvae(model: MusicVAE, config: dict, path: str | Path, metrics: dict
 
 
 def load_musicvae(path: str | Path) -> MusicVAE:
-    """The MusicVAE saved by ``save_musicvae``; read without running code from the file."""
-    path = Path(path)
+    """The MusicVAE saved by ``save_musicvae`` (found as ``musicvae_file`` finds it); read without running
+    code from the file."""
+    path = musicvae_file(path)
     if not path.is_file():
-        raise MissingFileError(f"MusicVAE checkpoint not found: {path} (train one with `python train_musicvae.py`)")
+        raise MissingFileError(
+            f"MusicVAE checkpoint not found: {path} (looked in {Path.cwd()} and {PROJECT_DIR}; "
+            "train one with `python train_musicvae.py`)"
+        )
     payload = read_checkpoint(path, "MusicVAE file")
     if not isinstance(payload, dict) or not isinstance(payload.get("config"), dict) or "state_dict" not in payload:
         raise CheckpointError(f"{path} is not a MusicVAE file (expected 'config' and 'state_dict')")
