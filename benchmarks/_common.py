@@ -1,5 +1,7 @@
-"""Helpers shared by the benchmark scripts: compose a training config outside Hydra's CLI."""
+"""Helpers shared by the benchmark scripts: compose a training config outside Hydra's CLI, restore a run,
+the arguments and the train split of the scripts that score a melody run's samples."""
 
+import argparse
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -29,3 +31,23 @@ def restore_run(path: str | Path):
     ckpt = upgrade_checkpoint(load_checkpoint(path))
     module, codec = restore(ckpt, path)
     return ckpt, module, codec
+
+
+def sample_parser(doc: str, seed: int) -> argparse.ArgumentParser:
+    """The arguments of a script that scores a run's samples: ``--ckpt``, ``--n``, ``--seed``, ``--sampler``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--ckpt", required=True)
+    parser.add_argument("--n", type=int, default=1024)
+    parser.add_argument("--seed", type=int, default=seed)
+    parser.add_argument("--sampler", default="fast", help="a conf/sampler option")
+    return parser
+
+
+def train_latents(run_config: dict):
+    """The run's train split in model space: a float tensor [N, frames, D]."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    datamodule = instantiate(OmegaConf.create(run_config).data)
+    datamodule.setup("fit")
+    return datamodule.train_set.tensors[0].float()

@@ -14,17 +14,15 @@ lines give the correlation of the per-period means (periods with at least 20 dat
 pieces) and how much of the set's variance lies within the periods and between them.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import CONF, restore_run  # noqa: E402
+from benchmarks._common import CONF, restore_run, sample_parser, train_latents  # noqa: E402
 from benchmarks.period_guidance import train_events  # noqa: E402
 from ddpm.calibration import spread_frames  # noqa: E402
 from ddpm.music.similarity import piece_overlaps  # noqa: E402
@@ -64,19 +62,13 @@ def tracking(data: dict, samples: dict, counts: tuple[dict, dict], least: tuple[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ckpt", required=True)
-    parser.add_argument("--n", type=int, default=1024)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--sampler", default="fast", help="a conf/sampler option")
+    parser = sample_parser(__doc__, seed=1)
     args = parser.parse_args()
     to_stderr()
 
     ckpt, module, codec = restore_run(args.ckpt)
     spread, module.spread = module.spread, 1.0
-    datamodule = instantiate(OmegaConf.create(ckpt["run_config"]).data)
-    datamodule.setup("fit")
-    data = datamodule.train_set.tensors[0].float()
+    data = train_latents(ckpt["run_config"])
     events = train_events(ckpt["run_config"], codec.periods.frames)
     if len(events) != len(data):
         raise SystemExit(f"the train split's events ({len(events)}) and latents ({len(data)}) do not pair up")

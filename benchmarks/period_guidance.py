@@ -12,7 +12,6 @@ against the **train** split's corpus events (all its sequences): mean OA, Consis
 ``model.period_guidance=w`` when training, or pass ``period_guidance=w`` to sample.py / evaluate.py.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import CONF, restore_run  # noqa: E402
+from benchmarks._common import CONF, restore_run, sample_parser  # noqa: E402
 from ddpm.music.events import WINDOW_STEPS  # noqa: E402
 from ddpm.music.prepare import tune_sequences  # noqa: E402
 from ddpm.music.similarity import consistency_variance, piece_overlaps  # noqa: E402
@@ -39,12 +38,8 @@ def train_events(run_config: dict, frames: int) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ckpt", required=True)
+    parser = sample_parser(__doc__, seed=0)
     parser.add_argument("--weights", nargs="+", type=float, default=[0.0, 0.25, 0.5, 0.75, 1.0])
-    parser.add_argument("--n", type=int, default=1024)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sampler", default="fast", help="a conf/sampler option")
     args = parser.parse_args()
     to_stderr()
 

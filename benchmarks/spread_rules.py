@@ -14,18 +14,16 @@ per-piece OA, its variance across pieces, Consistency and Variance (pitch, durat
 metric) and the Fréchet distance of the frames to the train split's in model space.
 """
 
-import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import CONF, restore_run  # noqa: E402
+from benchmarks._common import CONF, restore_run, sample_parser, train_latents  # noqa: E402
 from benchmarks.period_guidance import train_events  # noqa: E402
 from ddpm.calibration import fit_spread, spread_frames  # noqa: E402
 from ddpm.metrics import frechet_distance  # noqa: E402
@@ -77,20 +75,14 @@ def period_rule(data: torch.Tensor, calibration: torch.Tensor, s: float) -> Call
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ckpt", required=True)
+    parser = sample_parser(__doc__, seed=1)
     parser.add_argument("--spreads", nargs="*", type=float, default=[], help="further fixed factors to score")
-    parser.add_argument("--n", type=int, default=1024)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--sampler", default="fast", help="a conf/sampler option")
     args = parser.parse_args()
     to_stderr()
 
     ckpt, module, codec = restore_run(args.ckpt)
     module.spread = 1.0  # draw as drawn; the rules below widen
-    datamodule = instantiate(OmegaConf.create(ckpt["run_config"]).data)
-    datamodule.setup("fit")
-    data = datamodule.train_set.tensors[0].float()
+    data = train_latents(ckpt["run_config"])
     gt = piece_overlaps(train_events(ckpt["run_config"], codec.periods.frames))
     sampler = build_sampler(OmegaConf.load(CONF / "sampler" / f"{args.sampler}.yaml"), module.diffusion)
 
