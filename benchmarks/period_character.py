@@ -77,12 +77,13 @@ def main() -> None:
     generator = torch.Generator().manual_seed(args.seed)
     x = module.sample(args.n, generator, sampler=sampler, loops=index, periods=periods, progress="samples")
 
+    drawn = smallest_periods(x).numpy()  # widening keeps every loop
     sets = {
         "data": (piece_overlaps(events), smallest_periods(data).numpy()),
-        "drawn": (piece_overlaps(codec.melodies_from_latents(codec.decode(x, args.seed))), smallest_periods(x).numpy()),
+        "drawn": (piece_overlaps(codec.melodies_from_latents(codec.decode(x, args.seed))), drawn),
         f"s={spread:.3f}": (
             piece_overlaps(codec.melodies_from_latents(codec.decode(spread_frames(x, spread), args.seed))),
-            smallest_periods(x).numpy(),
+            drawn,
         ),
     }
     print(f"{len(events)} train sequences, {args.n} samples ({args.sampler}, seed {args.seed}), spread {spread:.3f}")

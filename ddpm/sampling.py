@@ -54,7 +54,7 @@ def restore(ckpt: dict, path: str | Path = "<checkpoint>"):
         codec = instantiate(run_cfg.codec)
         codec.load_state_dict(ckpt["codec"])
         module = build_model(run_cfg, codec)
-    except CheckpointError:
+    except (CheckpointError, MissingFileError):  # a file the checkpoint names: said as it is
         raise
     except (InstantiationException, OmegaConfBaseException, UserError, KeyError, TypeError, ValueError) as e:
         cause = " ".join(str(e.__cause__ or e).split())
@@ -65,13 +65,6 @@ def restore(ckpt: dict, path: str | Path = "<checkpoint>"):
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise CheckpointError(f"{path} does not match the model its config describes: {first}") from e
     module.spread = _spread(ckpt.get("spread", 1.0), path)
-    if hasattr(codec, "musicvae_path"):  # fail before sampling, not after it
-        from ddpm.music.vae_io import musicvae_file
-
-        if not musicvae_file(codec.musicvae_path).is_file():
-            raise MissingFileError(
-                f"{path}: its MusicVAE {codec.musicvae_path} is not in {Path.cwd()} or the project folder"
-            )
     return module, codec
 
 

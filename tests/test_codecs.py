@@ -147,5 +147,5 @@ def test_the_musicvae_is_found_from_any_working_directory(tmp_path, monkeypatch)
     assert musicvae_file("nowhere/vae.pt") == Path("nowhere/vae.pt")
     ckpt = load_checkpoint(shipped)
     ckpt["run_config"]["codec"]["musicvae"] = "nowhere/vae.pt"
-    with pytest.raises(MissingFileError, match="its MusicVAE nowhere/vae.pt is not in"):
+    with pytest.raises(MissingFileError, match="codec.musicvae=nowhere/vae.pt: no such MusicVAE in"):
         restore(ckpt, shipped)

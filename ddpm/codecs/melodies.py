@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ddpm.codecs.latents import LatentCodec
+from ddpm.errors import MissingFileError
 from ddpm.io.atomic import atomic_path
 from ddpm.music.events import STEPS_PER_QUARTER, WINDOW_STEPS, write_midi
 
@@ -42,6 +43,17 @@ class MelodyCodec(LatentCodec):
 
             self._musicvae = load_musicvae(self.musicvae_path)
         return self._musicvae
+
+    def load_state_dict(self, state: dict) -> None:
+        """As ``LatentCodec``; a restored model is about to decode, so a MusicVAE that cannot be found is
+        refused now, before anything is sampled."""
+        from ddpm.music.vae_io import PROJECT_DIR, musicvae_file
+
+        super().load_state_dict(state)
+        if not musicvae_file(self.musicvae_path).is_file():
+            raise MissingFileError(
+                f"codec.musicvae={self.musicvae_path}: no such MusicVAE in {Path.cwd()} or {PROJECT_DIR}"
+            )
 
     def to(self, device: torch.device | str) -> "MelodyCodec":
         """Run the MusicVAE on ``device``."""
