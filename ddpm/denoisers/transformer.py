@@ -24,7 +24,8 @@ class TransformerDDPM(nn.Module):
     Bits", sec. 3.2). With ``period_condition`` the network is told the loop it is drawing
     (``ddpm.periods``): an embedding of the period p (0: a tune that does not repeat; -1: unknown)
     and of each frame's place in the loop, i mod p, is added to every frame's token, so the content of
-    a tune is drawn knowing how long it is and which frames are its copies.
+    a tune is drawn knowing how long it is and which frames are its copies; without
+    ``period_phase`` only the period is told (where a frame sits in its loop is left to attention).
 
     Args:
         sample_shape: ``(frames, latent_dims)``.
@@ -36,6 +37,7 @@ class TransformerDDPM(nn.Module):
         relative_attention: learned per-layer, per-head attention bias for each frame offset.
         self_condition: take ``x_self_cond`` [B, L, D] as a second input (``ddpm.diffusion.SelfConditioning``).
         period_condition: take ``period`` [B] long (0 ... frames - 1, or -1 for unknown) as a condition.
+        period_phase: with ``period_condition``, also tell each frame's phase i mod p.
         period_unknown: the share of training sequences whose period the network is not told (so it
             also samples without one); read by ``DiffusionModule``.
         period_guidance: how strongly samples are told their period (``ddpm.periods.PeriodGuided``: 1 told,
@@ -56,6 +58,7 @@ class TransformerDDPM(nn.Module):
         relative_attention: bool = False,
         self_condition: bool = False,
         period_condition: bool = False,
+        period_phase: bool = True,
         period_unknown: float = 0.1,
         period_guidance: float = 1.0,
     ):
@@ -71,7 +74,7 @@ class TransformerDDPM(nn.Module):
         self.period_guidance = float(period_guidance)
         # Periods 0 ... frames - 1 and 'unknown' (row frames); phases 0 ... frames - 1 and 'none' (row frames).
         self.period_embedding = nn.Embedding(frames + 1, embed_channels) if period_condition else None
-        self.phase_embedding = nn.Embedding(frames + 1, embed_channels) if period_condition else None
+        self.phase_embedding = nn.Embedding(frames + 1, embed_channels) if period_condition and period_phase else None
         self.input = nn.Linear(data_dims * (2 if self_condition else 1), embed_channels)
         # Frame positions 1..frames, fixed (not learned).
         positions = sinusoidal_embedding(torch.arange(1, frames + 1), embed_channels)
@@ -117,7 +120,7 @@ class TransformerDDPM(nn.Module):
         return self.output(self.norm_out(h))
 
     def _period_tokens(self, batch: int, period: Tensor | None, device: torch.device) -> Tensor:
-        """[B, L, C]: the embedding of each sequence's period and of each frame's phase i mod p."""
+        """[B, L, C]: the embedding of each sequence's period and (``period_phase``) of each frame's phase i mod p."""
         frames = self.sample_shape[0]
         if period is None:
             period = torch.full((batch,), -1, dtype=torch.long, device=device)
@@ -128,7 +131,8 @@ class TransformerDDPM(nn.Module):
         i = torch.arange(frames, device=device)
         phase = torch.where(looped, i % period[:, None].clamp(min=1), frames)  # 'none' for free / unknown
         rows = torch.where(period < 0, frames, period)
-        return self.period_embedding(rows)[:, None] + self.phase_embedding(phase)
+        tokens = self.period_embedding(rows)[:, None].expand(-1, frames, -1)
+        return tokens if self.phase_embedding is None else tokens + self.phase_embedding(phase)
 
 
 def _pre_ln_layer(layer: nn.TransformerEncoderLayer, h: Tensor, bias: Tensor, heads: int) -> Tensor:
