@@ -127,12 +127,13 @@ class TransformerDDPM(nn.Module):
         period = period.to(device=device, dtype=torch.long)
         if ((period < -1) | (period >= frames)).any():
             raise ValueError(f"period must be in -1 ... {frames - 1}, got {period.tolist()}")
-        looped = period[:, None] > 0
-        i = torch.arange(frames, device=device)
-        phase = torch.where(looped, i % period[:, None].clamp(min=1), frames)  # 'none' for free / unknown
         rows = torch.where(period < 0, frames, period)
         tokens = self.period_embedding(rows)[:, None].expand(-1, frames, -1)
-        return tokens if self.phase_embedding is None else tokens + self.phase_embedding(phase)
+        if self.phase_embedding is None:
+            return tokens
+        i = torch.arange(frames, device=device)
+        phase = torch.where(period[:, None] > 0, i % period[:, None].clamp(min=1), frames)  # 'none': free / unknown
+        return tokens + self.phase_embedding(phase)
 
 
 def _pre_ln_layer(layer: nn.TransformerEncoderLayer, h: Tensor, bias: Tensor, heads: int) -> Tensor:
