@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ddpm.codecs.melodies import MelodyCodec
 from ddpm.errors import UserError
+from ddpm.module import step_seed
 from ddpm.music.prepare import MANIFEST, read_eval_events
 from ddpm.music.scoring import MelodySet, score_sets, table_markdown, write_table
 from ddpm.music.similarity import consistency_variance, piece_overlaps
@@ -64,6 +65,9 @@ def interpolate_middle(latents: np.ndarray, start: int, end: int) -> np.ndarray:
 
 def _check(cfg: DictConfig) -> None:
     check_loops(cfg)
+    draws = cfg.get("draws", 1)
+    if not isinstance(draws, int) or isinstance(draws, bool) or draws < 1:
+        raise UserError(f"draws={draws}: expected a whole number of DDPM sample sets >= 1")
     if int(cfg.n) < 4:
         raise UserError(f"n={cfg.n}: expected at least 4 sequences to score")
     if cfg.device != "cpu" and not torch.cuda.is_available() and str(cfg.device).startswith("cuda"):
@@ -103,16 +107,31 @@ def build_sets(
 
     generator = torch.Generator().manual_seed(int(cfg.seed))
     start = time.perf_counter()
-    loops = draw_loops(codec, n, int(cfg.seed)) if cfg.get("loops", True) else None  # (periods, index)
-    periods, index = loops if loops else (None, None)
-    x = module.sample(
-        n, generator, batch_size=cfg.batch_size, sampler=sampler, progress="DDPM", loops=index, periods=periods
-    )
+    loops = _loops(cfg, codec, int(cfg.seed))
+    x = _draw(cfg, module, sampler, generator, loops, "DDPM")
     timings["ddpm"] = time.perf_counter() - start
     generated = codec.decode(x, cfg.seed)
     note = _sampler_name(cfg) + (f"; loops ({float((loops[0] > 0).float().mean()):.0%})" if loops else "")
     note += f"; spread {module.spread:.3f}" if module.spread != 1 else ""
-    sets.append(MelodySet("DDPM", codec.melodies_from_latents(generated), generated, note))
+    ddpm = MelodySet("DDPM", codec.melodies_from_latents(generated), generated, note)
+    n_draws = int(cfg.get("draws", 1))
+    if n_draws > 1:  # further sample sets: the row's OA figures become mean ± std over the draws
+        ddpm.repeats = [consistency_variance(piece_overlaps(ddpm.melodies), gt_overlaps)]
+        for k in range(1, n_draws):
+            seed = step_seed(int(cfg.seed), k)  # draw 0 is the single-draw row, bit for bit
+            x = _draw(
+                cfg,
+                module,
+                sampler,
+                torch.Generator().manual_seed(seed),
+                _loops(cfg, codec, seed),
+                f"DDPM draw {k + 1}/{n_draws}",
+            )
+            melodies = codec.melodies_from_latents(codec.decode(x, seed))
+            ddpm.repeats.append(consistency_variance(piece_overlaps(melodies), gt_overlaps))
+        ddpm.note += f"; {n_draws} draws"
+        timings["ddpm_all_draws"] = time.perf_counter() - start
+    sets.append(ddpm)
 
     if cfg.infill:
         a, b = infill_frames(full.shape[1])
@@ -155,6 +174,25 @@ def build_sets(
         middle[:, a:b] = rng.standard_normal(middle[:, a:b].shape)
         sets.append(MelodySet("prior middle", codec.melodies_from_latents(middle), middle, f"frames {a}-{b - 1}"))
     return gt, sets, timings
+
+
+def _loops(cfg: DictConfig, codec, seed: int):
+    """(periods, index) drawn with ``seed`` from the run's period prior, or None with ``loops=false``."""
+    return draw_loops(codec, int(cfg.n), seed) if cfg.get("loops", True) else None
+
+
+def _draw(cfg: DictConfig, module, sampler, generator, loops, progress: str) -> torch.Tensor:
+    """``cfg.n`` unconditional samples in model space, looped as ``loops`` says."""
+    periods, index = loops if loops else (None, None)
+    return module.sample(
+        int(cfg.n),
+        generator,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        progress=progress,
+        loops=index,
+        periods=periods,
+    )
 
 
 def check_same_musicvae(folder: str, own: str) -> None:
@@ -220,6 +258,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Path]:
         "epoch": ckpt.get("epoch"),
         "n": int(cfg.n),
         "seed": int(cfg.seed),
+        "draws": int(cfg.get("draws", 1)),
         "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
         "sigma": module.diffusion.sigma,
         "temperature": codec.temperature,

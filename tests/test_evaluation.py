@@ -176,6 +176,42 @@ def test_evaluate_end_to_end_on_a_tiny_run(melody_run, tmp_path, monkeypatch):
     assert "| DDPM |" in (tmp_path / "table.md").read_text()
 
 
+def test_evaluate_draws_average_the_ddpm_row_over_seeded_sample_sets(melody_run, tmp_path):
+    """draws=k: the DDPM row's OA figures are the mean, std and min over k sample sets, where set 0 is the
+    single-draw row and set j the single-draw row of seed step_seed(seed, j); the other rows are unchanged."""
+    from hydra import compose, initialize_config_dir
+
+    from ddpm.evaluation import evaluate
+    from ddpm.module import step_seed
+    from ddpm.music.scoring import OA_COLUMNS
+    from tests.helpers import CONF
+
+    _, run = melody_run
+
+    def ddpm_rows(name: str, *overrides: str) -> dict:
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+            cfg = compose(
+                "evaluate",
+                overrides=[f"ckpt={run / 'last.ckpt'}", "n=4", "real_repeats=2", "bootstrap=20", "infill=false"]
+                + [f"out_dir={tmp_path / name}", "sampler=fast", "sampler.steps=4", *overrides],
+            )
+        evaluate(cfg)
+        return {r["set"]: r for r in json.loads((tmp_path / name / "table.json").read_text())["rows"]}
+
+    pooled = ddpm_rows("pooled", "draws=3")
+    single = [ddpm_rows(f"seed{j}", f"seed={s}") for j, s in enumerate([0, step_seed(0, 1), step_seed(0, 2)])]
+    assert "3 draws" in pooled["DDPM"]["note"]
+    assert json.loads((tmp_path / "pooled" / "table.json").read_text())["meta"]["draws"] == 3
+    assert "±" in (tmp_path / "pooled" / "table.md").read_text().split("| DDPM |")[1].split("\n")[0]
+    for key in OA_COLUMNS:
+        values = [rows["DDPM"][key] for rows in single]
+        assert pooled["DDPM"][f"{key}_spread"] == pytest.approx([np.mean(values), np.std(values), np.min(values)])
+        assert [d[key] for d in pooled["DDPM"]["draws"]] == pytest.approx(values)  # each set's own figures
+        assert pooled["DDPM"][key] == single[0]["DDPM"][key]  # set 0 is the single-draw row
+        assert pooled["real vs real"][key] == single[0]["real vs real"][key]
+    assert len({rows["DDPM"]["pitch_consistency"] for rows in single}) == 3  # the sets differ
+
+
 def sample_cfg(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
@@ -282,6 +318,8 @@ def test_evaluate_bad_values_are_user_errors(melody_run, tmp_path):
         (["eval_meters=['7/8']"], r"eval_meters=\['7/8'\]: no eval sequences there \(meters: \['4/4'\]\)"),
         ([f"eval_dir={other}"], "made with another MusicVAE"),
         (["n=2"], "n=2: expected at least 4"),
+        (["draws=0"], "draws=0: expected a whole number of DDPM sample sets >= 1"),
+        (["draws=1.5"], "draws=1.5: expected a whole number"),
         (["n=400"], "n=400: the eval split has"),
         (["refill=frame"], "refill='frame': expected one of noise, shared, zeros"),
         (["loops=maybe"], "loops='maybe': expected true or false"),

@@ -121,6 +121,7 @@ def score_set(
         for key in OA_COLUMNS:
             values = [r[key] for r in melody_set.repeats]
             row[f"{key}_spread"] = [float(np.mean(values)), float(np.std(values)), float(np.min(values))]
+        row["draws"] = [{key: float(r[key]) for key in OA_COLUMNS} for r in melody_set.repeats]
     return row
 
 
