@@ -192,14 +192,15 @@ def test_evaluate_draws_average_the_ddpm_row_over_seeded_sample_sets(melody_run,
         with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
             cfg = compose(
                 "evaluate",
-                overrides=[f"ckpt={run / 'last.ckpt'}", "n=4", "real_repeats=2", "bootstrap=20", "infill=false"]
+                overrides=[f"ckpt={run / 'last.ckpt'}", "n=4", "real_repeats=2", "bootstrap=20"]
                 + [f"out_dir={tmp_path / name}", "sampler=fast", "sampler.steps=4", *overrides],
             )
         evaluate(cfg)
         return {r["set"]: r for r in json.loads((tmp_path / name / "table.json").read_text())["rows"]}
 
     pooled = ddpm_rows("pooled", "draws=3")
-    single = [ddpm_rows(f"seed{j}", f"seed={s}") for j, s in enumerate([0, step_seed(0, 1), step_seed(0, 2)])]
+    single = [ddpm_rows("seed0", "seed=0")]
+    single += [ddpm_rows(f"seed{j}", f"seed={step_seed(0, j)}", "infill=false") for j in (1, 2)]
     assert "3 draws" in pooled["DDPM"]["note"]
     assert json.loads((tmp_path / "pooled" / "table.json").read_text())["meta"]["draws"] == 3
     assert "±" in (tmp_path / "pooled" / "table.md").read_text().split("| DDPM |")[1].split("\n")[0]
@@ -209,6 +210,7 @@ def test_evaluate_draws_average_the_ddpm_row_over_seeded_sample_sets(melody_run,
         assert [d[key] for d in pooled["DDPM"]["draws"]] == pytest.approx(values)  # each set's own figures
         assert pooled["DDPM"][key] == single[0]["DDPM"][key]  # set 0 is the single-draw row
         assert pooled["real vs real"][key] == single[0]["real vs real"][key]
+        assert pooled["DDPM infilling"][key] == single[0]["DDPM infilling"][key]  # drawn as before the sets
     assert len({rows["DDPM"]["pitch_consistency"] for rows in single}) == 3  # the sets differ
 
 
