@@ -140,8 +140,8 @@ def build_sets(
         known = codec.to_model(full)
         mask = torch.ones_like(known)
         mask[:, a:b] = 0
-        infill_loops = draw_loops(codec, n, int(cfg.seed), known, mask) if cfg.get("loops", True) else None
-        periods, index = infill_loops if infill_loops else (None, None)
+        infill_loops = _loops(cfg, codec, int(cfg.seed), known, mask)
+        index = infill_loops[1] if infill_loops else None
         note = f"; loops ({float((infill_loops[0] > 0).float().mean()):.0%})" if infill_loops else ""
         infillers = [("DDPM infilling", sampler, _sampler_name(cfg) + note)]
         if cfg.get("repaint"):
@@ -149,17 +149,7 @@ def build_sets(
             infillers.append(("DDPM infilling (RePaint)", repaint, json.dumps(dict(cfg.repaint)) + note))
         for name, infiller, note in infillers:
             start = time.perf_counter()
-            x = module.sample(
-                n,
-                generator,
-                batch_size=cfg.batch_size,
-                known=known,
-                mask=mask,
-                sampler=infiller,
-                progress=name,
-                loops=index,
-                periods=periods,
-            )
+            x = _draw(cfg, module, infiller, generator, infill_loops, name, known=known, mask=mask)
             timings[name] = time.perf_counter() - start
             filled = codec.decode(x, cfg.seed)
             filled[:, keep] = full[:, keep]  # kept frames: the true originals, all dims
@@ -176,13 +166,14 @@ def build_sets(
     return gt, sets, timings
 
 
-def _loops(cfg: DictConfig, codec, seed: int):
-    """(periods, index) drawn with ``seed`` from the run's period prior, or None with ``loops=false``."""
-    return draw_loops(codec, int(cfg.n), seed) if cfg.get("loops", True) else None
+def _loops(cfg: DictConfig, codec, seed: int, known=None, mask=None):
+    """(periods, index) drawn with ``seed`` (``ddpm.sampling.draw_loops``: from the run's period prior, or
+    for infilling the loop the kept frames show), or None with ``loops=false``."""
+    return draw_loops(codec, int(cfg.n), seed, known, mask) if cfg.get("loops", True) else None
 
 
-def _draw(cfg: DictConfig, module, sampler, generator, loops, progress: str) -> torch.Tensor:
-    """``cfg.n`` unconditional samples in model space, looped as ``loops`` says."""
+def _draw(cfg: DictConfig, module, sampler, generator, loops, progress: str, **condition) -> torch.Tensor:
+    """``cfg.n`` samples in model space, looped as ``loops`` says; infilled given ``known=``, ``mask=``."""
     periods, index = loops if loops else (None, None)
     return module.sample(
         int(cfg.n),
@@ -192,6 +183,7 @@ def _draw(cfg: DictConfig, module, sampler, generator, loops, progress: str) -> 
         progress=progress,
         loops=index,
         periods=periods,
+        **condition,
     )
 
 
