@@ -23,8 +23,8 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import CONF, restore_run, sample_parser, train_latents  # noqa: E402
-from benchmarks.period_guidance import train_events  # noqa: E402
 from ddpm.calibration import spread_frames  # noqa: E402
+from ddpm.music.prepare import train_events  # noqa: E402
 from ddpm.music.similarity import piece_overlaps  # noqa: E402
 from ddpm.periods import smallest_periods  # noqa: E402
 from ddpm.progress import to_stderr  # noqa: E402

@@ -17,24 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import CONF, restore_run, sample_parser  # noqa: E402
-from ddpm.music.events import WINDOW_STEPS  # noqa: E402
-from ddpm.music.prepare import tune_sequences  # noqa: E402
+from ddpm.music.prepare import train_events  # noqa: E402
 from ddpm.music.similarity import consistency_variance, piece_overlaps  # noqa: E402
 from ddpm.progress import to_stderr  # noqa: E402
 from ddpm.sampling import build_sampler, draw_loops  # noqa: E402
-
-
-def train_events(run_config: dict, frames: int) -> np.ndarray:
-    """The train split's sequences as corpus events [N, frames * 32], made as prepare.py makes them."""
-    corpus = instantiate(OmegaConf.create(run_config["prepare"]["corpus"]))
-    train = corpus.split()[0]
-    sequences = [tune_sequences(t.events.reshape(-1, WINDOW_STEPS), frames) for t in train]
-    return np.concatenate([s.reshape(len(s), -1) for s in sequences])
 
 
 def main() -> None:

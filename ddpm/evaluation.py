@@ -2,8 +2,9 @@
 
 Every row holds the same number ``n`` of 32-bar sequences and is scored against the ground truth:
 ``n`` eval sequences as events straight from the corpus. Rows: real vs real (other eval
-sequences, several draws), MusicVAE reconstruction (full mu; active dims only), prior, DDPM,
-and for infilling (middle half regenerated) DDPM, latent interpolation and a prior middle.
+sequences, several draws), optionally train-split sequences (disjoint sets: what a model that
+reproduced its training data would score), MusicVAE reconstruction (full mu; active dims only),
+prior, DDPM, and for infilling (middle half regenerated) DDPM, latent interpolation and a prior middle.
 """
 
 import json
@@ -18,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from ddpm.codecs.melodies import MelodyCodec
 from ddpm.errors import UserError
 from ddpm.module import step_seed
-from ddpm.music.prepare import MANIFEST, read_eval_events
+from ddpm.music.prepare import MANIFEST, read_eval_events, train_events
 from ddpm.music.scoring import MelodySet, score_sets, table_markdown, write_table
 from ddpm.music.similarity import consistency_variance, piece_overlaps
 from ddpm.periods import repeat_frames
@@ -68,6 +69,9 @@ def _check(cfg: DictConfig) -> None:
     draws = cfg.get("draws", 1)
     if not isinstance(draws, int) or isinstance(draws, bool) or draws < 1:
         raise UserError(f"draws={draws}: expected a whole number of DDPM sample sets >= 1")
+    train_sets = cfg.get("train_sets", 0)
+    if not isinstance(train_sets, int) or isinstance(train_sets, bool) or train_sets < 0:
+        raise UserError(f"train_sets={train_sets}: expected a whole number of train-split sets >= 0 (0: no such row)")
     if int(cfg.n) < 4:
         raise UserError(f"n={cfg.n}: expected at least 4 sequences to score")
     if cfg.device != "cpu" and not torch.cuda.is_available() and str(cfg.device).startswith("cuda"):
@@ -75,12 +79,13 @@ def _check(cfg: DictConfig) -> None:
 
 
 def build_sets(
-    cfg: DictConfig, module, codec, events: np.ndarray, latents: np.ndarray, sampler
+    cfg: DictConfig, module, codec, events: np.ndarray, latents: np.ndarray, sampler, train: np.ndarray | None = None
 ) -> tuple[MelodySet, list[MelodySet], dict]:
     """Ground truth and every other row's melodies (and latents), drawn with ``cfg.seed``.
 
     ``events`` ``[N, frames * 32]`` are the eval sequences from the corpus and ``latents``
-    ``[N, frames, 512]`` their stored MusicVAE means; ``codec`` is the run's melody codec.
+    ``[N, frames, 512]`` their stored MusicVAE means; ``codec`` is the run's melody codec;
+    ``train``, the train split's sequences as events, makes the ``train_sets`` row.
     """
     n = int(cfg.n)
     order = np.random.default_rng(cfg.split_seed).permutation(len(events))
@@ -97,6 +102,8 @@ def build_sets(
     draws = [rng.choice(rest, size, replace=False) for _ in range(int(cfg.real_repeats))]
     repeats = [consistency_variance(piece_overlaps(events[d]), gt_overlaps) for d in draws]
     sets.append(MelodySet("real vs real", events[draws[0]], latents[draws[0]], f"{len(draws)} draws", repeats))
+    if train is not None and cfg.get("train_sets", 0):
+        sets.append(train_row(train, n, int(cfg.train_sets), int(cfg.seed), gt_overlaps))
 
     full = latents[gt_idx]
     sets.append(MelodySet("MusicVAE recon (full mu)", codec.melodies_from_latents(full), full))
@@ -164,6 +171,22 @@ def build_sets(
         middle[:, a:b] = rng.standard_normal(middle[:, a:b].shape)
         sets.append(MelodySet("prior middle", codec.melodies_from_latents(middle), middle, f"frames {a}-{b - 1}"))
     return gt, sets, timings
+
+
+def train_row(train: np.ndarray, n: int, sets: int, seed: int, gt_overlaps: np.ndarray) -> MelodySet:
+    """``sets`` disjoint sets of ``n`` train-split sequences scored against the ground truth, as real vs real is.
+
+    Each set is fresh, as each DDPM sample set is (the real-vs-real draws share the few eval sequences
+    outside the ground truth), so its spread is the one a perfect model of the training data would show.
+    """
+    if sets * n > len(train):
+        raise UserError(
+            f"train_sets={sets}: {sets} disjoint sets of n={n} need {sets * n} train sequences, there are {len(train)}"
+        )
+    order = np.random.default_rng([seed, 1]).permutation(len(train))  # its own stream: the other rows are unchanged
+    draws = [order[k * n : (k + 1) * n] for k in range(sets)]
+    repeats = [consistency_variance(piece_overlaps(train[d]), gt_overlaps) for d in draws]
+    return MelodySet("train split", train[draws[0]], None, f"{sets} disjoint sets of train sequences", repeats)
 
 
 def _loops(cfg: DictConfig, codec, seed: int, known=None, mask=None):
@@ -238,7 +261,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Path]:
     codec.to(torch.device(cfg.device))
     sampler = build_sampler(cfg.sampler, module.diffusion)
     start = time.perf_counter()
-    gt, sets, timings = build_sets(cfg, module, codec, events, latents, sampler)
+    train = None
+    if cfg.get("train_sets", 0):  # the run's own train split (its corpus; read from the cache)
+        meters = [str(m) for m in cfg.eval_meters] if cfg.get("eval_meters") else None
+        train = train_events(ckpt["run_config"], latents.shape[1], meters)
+    gt, sets, timings = build_sets(cfg, module, codec, events, latents, sampler, train)
     rows = score_sets(sets, gt, codec.space.dims, int(cfg.bootstrap), int(cfg.seed))
     name = cfg.get("name") or f"{ckpt_path.stem}_seed{cfg.seed}"
     out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else ckpt_path.parent / "eval" / name
@@ -251,6 +278,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Path]:
         "n": int(cfg.n),
         "seed": int(cfg.seed),
         "draws": int(cfg.get("draws", 1)),
+        "train_sets": int(cfg.get("train_sets", 0)),
         "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
         "sigma": module.diffusion.sigma,
         "temperature": codec.temperature,

@@ -214,6 +214,62 @@ def test_evaluate_draws_average_the_ddpm_row_over_seeded_sample_sets(melody_run,
     assert len({rows["DDPM"]["pitch_consistency"] for rows in single}) == 3  # the sets differ
 
 
+def test_evaluate_train_sets_score_disjoint_train_sequences_against_the_ground_truth(melody_run, tmp_path, monkeypatch):
+    """train_sets=k: a row of k disjoint sets of n train-split sequences (corpus events, cut as the prepare stage
+    cuts them), each scored against the ground truth as real vs real is; the other rows are unchanged."""
+    from hydra import compose, initialize_config_dir
+
+    from ddpm import evaluation
+    from ddpm.errors import UserError
+    from ddpm.music.prepare import train_events
+    from ddpm.music.scoring import OA_COLUMNS
+    from ddpm.music.similarity import consistency_variance, piece_overlaps
+    from ddpm.sampling import load_checkpoint
+    from tests.helpers import CONF
+
+    _, run = melody_run
+
+    def rows(name: str, *overrides: str) -> dict:
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+            cfg = compose(
+                "evaluate",
+                overrides=[f"ckpt={run / 'last.ckpt'}", "n=4", "real_repeats=2", "bootstrap=20", "infill=false"]
+                + [f"out_dir={tmp_path / name}", "sampler=fast", "sampler.steps=4", *overrides],
+            )
+        evaluation.evaluate(cfg)
+        return {r["set"]: r for r in json.loads((tmp_path / name / "table.json").read_text())["rows"]}
+
+    with_train, without = rows("with", "train_sets=2"), rows("without")
+    assert list(with_train) == [*list(without)[:2], "train split", *list(without)[2:]]
+    for name, row in without.items():  # its own random stream: every other row as without it
+        assert all(with_train[name][key] == row[key] for key in OA_COLUMNS), name
+    train = train_events(load_checkpoint(run / "last.ckpt")["run_config"], 4)
+    assert train.shape[1] == 4 * 32 and len(train) >= 12
+    row = with_train["train split"]
+    assert row["n"] == 4 and len(row["draws"]) == 2 and row["latent_fd"] is None
+    first = np.array(row["overlaps"], float)  # set 0: train sequences, each piece's OA one of the train split's
+    train_oa = piece_overlaps(train)
+    assert all(np.isclose(train_oa, piece, equal_nan=True).all(1).any() for piece in first)
+    truth = consistency_variance(first, np.array(with_train["ground truth"]["overlaps"], float))
+    for key in OA_COLUMNS:
+        values = [d[key] for d in row["draws"]]
+        assert row[key] == pytest.approx(truth[key]) and values[0] == pytest.approx(truth[key])
+        assert row[f"{key}_spread"] == pytest.approx([np.mean(values), np.std(values), np.min(values)])
+
+    seen = []  # the sets themselves: disjoint, n train sequences each
+    monkeypatch.setattr(evaluation, "piece_overlaps", lambda m: seen.append(m) or piece_overlaps(m))
+    unique, index = np.unique(train, axis=0, return_inverse=True)
+    evaluation.train_row(unique, 4, 3, 0, train_oa[:4])
+    picked = [[int(np.flatnonzero((unique == m).all(1))[0]) for m in melodies] for melodies in seen]
+    assert [len(p) for p in picked] == [4, 4, 4] and len(set(sum(picked, []))) == 12
+    with pytest.raises(
+        UserError, match=f"train_sets=9: 9 disjoint sets of n=4 need 36 train sequences, there are {len(unique)}"
+    ):
+        evaluation.train_row(unique[:35], 4, 9, 0, train_oa[:4])
+    with pytest.raises(UserError, match=r"meters=\['7/8'\]: no train tunes there"):
+        train_events(load_checkpoint(run / "last.ckpt")["run_config"], 4, ["7/8"])
+
+
 def sample_cfg(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
@@ -322,6 +378,9 @@ def test_evaluate_bad_values_are_user_errors(melody_run, tmp_path):
         (["n=2"], "n=2: expected at least 4"),
         (["draws=0"], "draws=0: expected a whole number of DDPM sample sets >= 1"),
         (["draws=1.5"], "draws=1.5: expected a whole number"),
+        (["train_sets=-1"], "train_sets=-1: expected a whole number of train-split sets >= 0"),
+        (["train_sets=true"], "train_sets=True: expected a whole number"),
+        (["n=4", "train_sets=99"], "train_sets=99: 99 disjoint sets of n=4 need 396 train sequences, there are"),
         (["n=400"], "n=400: the eval split has"),
         (["refill=frame"], "refill='frame': expected one of noise, shared, zeros"),
         (["loops=maybe"], "loops='maybe': expected true or false"),
