@@ -24,7 +24,6 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from ddpm.errors import UserError
 from ddpm.io.atomic import atomic_path, atomic_write_text
 from ddpm.io.tfrecords import write_latents
 from ddpm.music.corpus import Corpus, Tune
@@ -73,11 +72,11 @@ def tune_sequences(latents: np.ndarray, frames: int) -> np.ndarray:
 def train_events(run_config: dict, frames: int, meters: list[str] | None = None) -> np.ndarray:
     """A run's train-split sequences as corpus events ``[N, frames * 32]``, cut as the prepare stage cuts
     them (``tune_sequences``; the corpus is read from its cache, extracted first when missing); with
-    ``meters``, those of tunes in these meters only."""
+    ``meters``, those of tunes in these meters only (none: ``[0, frames * 32]``)."""
     corpus = instantiate(OmegaConf.create(run_config["prepare"]["corpus"]))
     tunes = [t for t in corpus.split()[0] if meters is None or t.meter in meters]
     if not tunes:
-        raise UserError(f"meters={list(meters or [])}: no train tunes there")
+        return np.zeros((0, frames * WINDOW_STEPS), np.int64)
     sequences = [tune_sequences(t.events.reshape(-1, WINDOW_STEPS), frames) for t in tunes]
     return np.concatenate([s.reshape(len(s), frames * WINDOW_STEPS) for s in sequences]).astype(np.int64)
 
