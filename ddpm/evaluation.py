@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ddpm.codecs.melodies import MelodyCodec
 from ddpm.errors import UserError
+from ddpm.io.atomic import new_folder
 from ddpm.module import step_seed
 from ddpm.music.prepare import MANIFEST, read_eval_events, train_events
 from ddpm.music.scoring import MelodySet, score_sets, table_markdown, write_table
@@ -69,6 +70,9 @@ def _check(cfg: DictConfig) -> None:
     draws = cfg.get("draws", 1)
     if not isinstance(draws, int) or isinstance(draws, bool) or draws < 1:
         raise UserError(f"draws={draws}: expected a whole number of DDPM sample sets >= 1")
+    repeats = cfg.get("real_repeats", 10)
+    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+        raise UserError(f"real_repeats={repeats}: expected a whole number of real-vs-real draws >= 1")
     train_sets = cfg.get("train_sets", 0)
     if not isinstance(train_sets, int) or isinstance(train_sets, bool) or train_sets < 0:
         raise UserError(f"train_sets={train_sets}: expected a whole number of train-split sets >= 0 (0: no such row)")
@@ -79,18 +83,29 @@ def _check(cfg: DictConfig) -> None:
 
 
 def build_sets(
-    cfg: DictConfig, module, codec, events: np.ndarray, latents: np.ndarray, sampler, train: np.ndarray | None = None
+    cfg: DictConfig,
+    module,
+    codec,
+    events: np.ndarray,
+    latents: np.ndarray,
+    sampler,
+    train: np.ndarray | None = None,
+    repaint=None,
 ) -> tuple[MelodySet, list[MelodySet], dict]:
     """Ground truth and every other row's melodies (and latents), drawn with ``cfg.seed``.
 
     ``events`` ``[N, frames * 32]`` are the eval sequences from the corpus and ``latents``
     ``[N, frames, 512]`` their stored MusicVAE means; ``codec`` is the run's melody codec;
-    ``train``, the train split's sequences as events, makes the ``train_sets`` row.
+    ``train``, the train split's sequences as events, makes the ``train_sets`` row; ``repaint``, a
+    sampler, the RePaint infilling row.
     """
     n = int(cfg.n)
     order = np.random.default_rng(cfg.split_seed).permutation(len(events))
-    if len(order) < n + 4:
-        raise UserError(f"n={n}: the eval split has {len(order)} sequences; expected n <= {len(order) - 4}")
+    if 2 * n > len(order):  # the ground truth and a disjoint real-vs-real set of n each
+        raise UserError(
+            f"n={n}: the eval split has {len(order)} sequences; expected n <= {len(order) // 2} "
+            "(the ground truth and a disjoint real-vs-real set of n each)"
+        )
     gt_idx, rest = order[:n], order[n:]
     gt = MelodySet("ground truth", events[gt_idx], latents[gt_idx], "eval sequences, corpus events")
     sets, timings = [], {}
@@ -98,8 +113,7 @@ def build_sets(
 
     # Real vs real: other eval sequences against the same ground truth, several draws.
     gt_overlaps = piece_overlaps(gt.melodies)
-    size = min(n, len(rest))
-    draws = [rng.choice(rest, size, replace=False) for _ in range(int(cfg.real_repeats))]
+    draws = [rng.choice(rest, n, replace=False) for _ in range(int(cfg.real_repeats))]
     repeats = [consistency_variance(piece_overlaps(events[d]), gt_overlaps) for d in draws]
     sets.append(MelodySet("real vs real", events[draws[0]], latents[draws[0]], f"{len(draws)} draws", repeats))
     if train is not None and cfg.get("train_sets", 0):
@@ -151,9 +165,8 @@ def build_sets(
         index = infill_loops[1] if infill_loops else None
         note = f"; loops ({float((infill_loops[0] > 0).float().mean()):.0%})" if infill_loops else ""
         infillers = [("DDPM infilling", sampler, _sampler_name(cfg) + note)]
-        if cfg.get("repaint"):
-            repaint = build_sampler(cfg.repaint, module.diffusion)
-            infillers.append(("DDPM infilling (RePaint)", repaint, json.dumps(dict(cfg.repaint)) + note))
+        if repaint is not None:
+            infillers.append(("DDPM infilling (RePaint)", repaint, json.dumps(_repaint_spec(cfg)) + note))
         for name, infiller, note in infillers:
             start = time.perf_counter()
             x = _draw(cfg, module, infiller, generator, infill_loops, name, known=known, mask=mask)
@@ -187,6 +200,21 @@ def train_row(train: np.ndarray, n: int, sets: int, seed: int, gt_overlaps: np.n
     draws = [order[k * n : (k + 1) * n] for k in range(sets)]
     repeats = [consistency_variance(piece_overlaps(train[d]), gt_overlaps) for d in draws]
     return MelodySet("train split", train[draws[0]], None, f"{sets} disjoint sets of train sequences", repeats)
+
+
+def _repaint_spec(cfg: DictConfig) -> dict | None:
+    """The RePaint row's sampler: ``cfg.repaint``, with the DDPM infilling row's guidance unless it sets its own,
+    so that resampling is the one difference between the two rows."""
+    if cfg.get("repaint") is None:
+        return None
+    if not OmegaConf.is_dict(cfg.repaint):
+        raise UserError(
+            f"repaint={cfg.repaint}: expected a sampler, e.g. '{{_target_: ddpm.samplers.AncestralSampler, "
+            "resample: 5, jump: 10}'"
+        )
+    spec = OmegaConf.to_container(cfg.repaint, resolve=True)
+    spec.setdefault("guidance", cfg.sampler.get("guidance", 0.0))
+    return spec
 
 
 def _loops(cfg: DictConfig, codec, seed: int, known=None, mask=None):
@@ -265,10 +293,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Path]:
     if cfg.get("train_sets", 0):  # the run's own train split (its corpus; read from the cache)
         meters = [str(m) for m in cfg.eval_meters] if cfg.get("eval_meters") else None
         train = train_events(ckpt["run_config"], latents.shape[1], meters)
-    gt, sets, timings = build_sets(cfg, module, codec, events, latents, sampler, train)
+    spec = _repaint_spec(cfg)
+    repaint = build_sampler(OmegaConf.create(spec), module.diffusion) if spec else None
+    gt, sets, timings = build_sets(cfg, module, codec, events, latents, sampler, train, repaint)
     rows = score_sets(sets, gt, codec.space.dims, int(cfg.bootstrap), int(cfg.seed))
     name = cfg.get("name") or f"{ckpt_path.stem}_seed{cfg.seed}"
-    out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else ckpt_path.parent / "eval" / name
+    out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else new_folder(ckpt_path.parent / "eval" / name)
     meta = {
         "checkpoint": str(ckpt_path.resolve()),
         "eval_dir": str(folder),

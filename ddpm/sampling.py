@@ -15,7 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ddpm.checkpoint_io import CheckpointError, check_targets, read_checkpoint
 from ddpm.errors import ConfigError, MissingFileError, UserError
-from ddpm.io.atomic import atomic_write_text
+from ddpm.io.atomic import atomic_write_text, new_folder
 from ddpm.legacy import upgrade_checkpoint
 from ddpm.module import step_seed
 from ddpm.periods import infill_loops, loop_index, repeat_frames
@@ -238,9 +238,6 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
     module.to(device)
     if cfg.get("compile"):  # x1.45 for the UNet on CPU after ~30 s of compilation (README benchmarks)
         module.compile_sampling()
-    out_dir = (
-        Path(cfg.out_dir) if cfg.get("out_dir") else ckpt_path.parent / "samples" / f"{ckpt_path.stem}_seed{cfg.seed}"
-    )
     if cfg.get("infill_midi") and not cfg.get("infill"):
         raise ConfigError(f"infill_midi={cfg.infill_midi} needs infill=[start,end]: the frames to regenerate")
     infill = cfg.get("infill")
@@ -264,6 +261,9 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
         latents[:, keep] = originals[:, keep]
         if loops is not None:  # and the copies of kept frames in the regenerated ones (ddpm.periods)
             latents = repeat_frames(torch.from_numpy(latents), loops).numpy()
+    # out_dir= is the folder itself; the default is a new one beside the checkpoint, never an earlier run's
+    default = ckpt_path.parent / "samples" / f"{ckpt_path.stem}_seed{cfg.seed}"
+    out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else new_folder(default)
     files = codec.write(samples, out_dir, "generated", seed=cfg.seed, latents=latents)
     if known is not None:
         originals_files = codec.write(known, out_dir, "original", latents=originals)

@@ -271,6 +271,44 @@ def test_evaluate_train_sets_score_disjoint_train_sequences_against_the_ground_t
     assert train_events(run_config, 4, ["7/8"]).shape == (0, 128)
 
 
+def test_evaluate_and_sample_never_overwrite_an_earlier_run_and_repaint_keeps_the_guidance(melody_run, monkeypatch):
+    """Without out_dir, a second evaluation or sampling run writes a new folder (<name>-2) beside the first; the
+    RePaint row infills with the DDPM infilling row's guidance unless its spec sets one."""
+    from hydra import compose, initialize_config_dir
+
+    from ddpm.evaluation import evaluate
+    from ddpm.module import DiffusionModule
+    from ddpm.sampling import sample
+    from tests.helpers import CONF
+
+    _, run = melody_run
+    used = []  # (progress name, sampler) of each DiffusionModule.sample call
+    real_sample = DiffusionModule.sample
+    monkeypatch.setattr(
+        DiffusionModule,
+        "sample",
+        lambda self, *a, **kw: used.append((kw.get("progress"), kw.get("sampler"))) or real_sample(self, *a, **kw),
+    )
+    repaint = "repaint={_target_: ddpm.samplers.AncestralSampler, resample: 1, jump: 1}"
+    folders = []
+    for guidance in ("", ", guidance: 0"):
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+            cfg = compose(
+                "evaluate",
+                overrides=[f"ckpt={run / 'last.ckpt'}", "n=4", "real_repeats=2", "bootstrap=20", "name=fresh"]
+                + ["sampler=fast", "sampler.steps=4", repaint[:-1] + guidance + "}"],
+            )
+        folders.append(evaluate(cfg)["json"].parent)
+    assert folders == [run / "eval" / "fresh", run / "eval" / "fresh-2"]
+    assert json.loads((folders[0] / "table.json").read_text())["rows"][0]["n"] == 4  # the first table is kept
+    repaints = [s for name, s in used if name == "DDPM infilling (RePaint)"]
+    assert [s.guidance for s in repaints] == [4.0, 0.0] and all(s.resample == 1 for s in repaints)
+    assert all(s.guidance == 4.0 for name, s in used if name == "DDPM infilling")
+
+    written = [sample(sample_cfg([f"ckpt={run / 'last.ckpt'}", "n=2", "seed=77"]))["record"].parent for _ in "ab"]
+    assert written == [run / "samples" / "last_seed77", run / "samples" / "last_seed77-2"]
+
+
 def sample_cfg(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
@@ -383,6 +421,9 @@ def test_evaluate_bad_values_are_user_errors(melody_run, tmp_path):
         (["train_sets=true"], "train_sets=True: expected a whole number"),
         (["n=4", "train_sets=99"], "train_sets=99: 99 disjoint sets of n=4 need 396 train sequences, there are"),
         (["n=400"], "n=400: the eval split has"),
+        (["n=6"], r"n=6: the eval split has 11 sequences; expected n <= 5 \(the ground truth and a disjoint"),
+        (["real_repeats=0"], "real_repeats=0: expected a whole number of real-vs-real draws >= 1"),
+        (["repaint=5"], "repaint=5: expected a sampler"),
         (["refill=frame"], "refill='frame': expected one of noise, shared, zeros"),
         (["loops=maybe"], "loops='maybe': expected true or false"),
         (["sampler.guidance=-1"], r"sampler .*'guidance': -1.*guidance must be >= 0"),

@@ -129,6 +129,20 @@ def test_atomic_save_keeps_old_file_when_write_fails(tmp_path, monkeypatch):
     assert torch.load(path)["a"] == 1 and os.listdir(tmp_path) == ["x.ckpt"]
 
 
+def test_new_folder_never_reuses_a_folder_with_files(tmp_path):
+    from ddpm.io.atomic import new_folder
+
+    first = new_folder(tmp_path / "out" / "melody_seed0")
+    assert first == tmp_path / "out" / "melody_seed0" and first.is_dir()
+    assert new_folder(first) == first  # still empty: an earlier run that wrote nothing
+    (first / "table.md").write_text("kept")
+    second = new_folder(first)
+    assert second.name == "melody_seed0-2" and second.is_dir()
+    (second / "x").write_text("")
+    assert new_folder(first).name == "melody_seed0-3"
+    assert (first / "table.md").read_text() == "kept"
+
+
 def test_hydra_cli_multirun_writes_one_folder_per_job(tmp_path):
     overrides = [o for o in FAST if not o.startswith("callbacks.samples")] + TINY_UNET
     cmd = [

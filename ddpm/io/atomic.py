@@ -2,9 +2,11 @@
 
 Everything is written to a temporary name in the same folder, flushed and synced, then renamed with
 ``os.replace``; a crash or an error mid-write leaves the previous file (or none), never half of one.
+``new_folder`` picks an output folder that no earlier run has written to.
 """
 
 import contextlib
+import itertools
 import os
 import tempfile
 from collections.abc import Iterator
@@ -38,6 +40,21 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def new_folder(path: str | Path) -> Path:
+    """``path``, or when it already holds files ``path-2``, ``path-3``, ...: the first name that is free
+    (or an empty folder), created here, so an earlier run's files are never overwritten."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for k in itertools.count(1):
+        folder = path if k == 1 else path.with_name(f"{path.name}-{k}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            if folder.is_dir() and not any(folder.iterdir()):
+                return folder
 
 
 def _umask() -> int:
