@@ -279,6 +279,10 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
         "periods": periods.tolist() if periods is not None else None,  # frames per loop; 0: no repeat
         "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
         "spread": module.spread if known is None else 1.0,
+        "loops": bool(cfg.get("loops", True)),
+        "refill": getattr(codec, "refill", None),  # latent runs: how the dropped dims were filled (after refill=)
+        "temperature": getattr(codec, "temperature", None),  # melody runs: MusicVAE decoding (0: greedy)
+        "period_guidance": getattr(module.denoiser, "period_guidance", None) if module.period_condition else None,
         "network_evaluations": evaluations,  # per batch
         "device": str(device),
         "sampling_seconds": round(seconds, 3),

@@ -305,8 +305,14 @@ def test_evaluate_and_sample_never_overwrite_an_earlier_run_and_repaint_keeps_th
     assert [s.guidance for s in repaints] == [4.0, 0.0] and all(s.resample == 1 for s in repaints)
     assert all(s.guidance == 4.0 for name, s in used if name == "DDPM infilling")
 
-    written = [sample(sample_cfg([f"ckpt={run / 'last.ckpt'}", "n=2", "seed=77"]))["record"].parent for _ in "ab"]
-    assert written == [run / "samples" / "last_seed77", run / "samples" / "last_seed77-2"]
+    records = [
+        sample(sample_cfg([f"ckpt={run / 'last.ckpt'}", "n=2", "seed=77", *o]))["record"]
+        for o in ([], ["refill=noise"])
+    ]
+    assert [r.parent for r in records] == [run / "samples" / "last_seed77", run / "samples" / "last_seed77-2"]
+    settings = [json.loads(r.read_text()) for r in records]  # and each record says how its samples were made
+    assert [r["refill"] for r in settings] == ["shared", "noise"] and all(r["loops"] for r in settings)
+    assert all(r["temperature"] == 0 and r["period_guidance"] is None for r in settings)  # not period-conditioned
 
 
 def sample_cfg(overrides: list[str]):
