@@ -67,15 +67,15 @@ def interpolate_middle(latents: np.ndarray, start: int, end: int) -> np.ndarray:
 
 def _check(cfg: DictConfig) -> None:
     check_loops(cfg)
-    draws = cfg.get("draws", 1)
-    if not isinstance(draws, int) or isinstance(draws, bool) or draws < 1:
-        raise UserError(f"draws={draws}: expected a whole number of DDPM sample sets >= 1")
-    repeats = cfg.get("real_repeats", 10)
-    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
-        raise UserError(f"real_repeats={repeats}: expected a whole number of real-vs-real draws >= 1")
-    train_sets = cfg.get("train_sets", 0)
-    if not isinstance(train_sets, int) or isinstance(train_sets, bool) or train_sets < 0:
-        raise UserError(f"train_sets={train_sets}: expected a whole number of train-split sets >= 0 (0: no such row)")
+    for key, default, least, what in (
+        ("draws", 1, 1, "DDPM sample sets"),
+        ("real_repeats", 10, 1, "real-vs-real draws"),
+        ("train_sets", 0, 0, "train-split sets"),
+    ):
+        value = cfg.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise UserError(f"{key}={value}: expected a whole number of {what} >= {least}")
+    _repaint_spec(cfg)  # a bad spec fails here, before any sampling
     if int(cfg.n) < 4:
         raise UserError(f"n={cfg.n}: expected at least 4 sequences to score")
     if cfg.device != "cpu" and not torch.cuda.is_available() and str(cfg.device).startswith("cuda"):
@@ -90,14 +90,12 @@ def build_sets(
     latents: np.ndarray,
     sampler,
     train: np.ndarray | None = None,
-    repaint=None,
 ) -> tuple[MelodySet, list[MelodySet], dict]:
     """Ground truth and every other row's melodies (and latents), drawn with ``cfg.seed``.
 
     ``events`` ``[N, frames * 32]`` are the eval sequences from the corpus and ``latents``
     ``[N, frames, 512]`` their stored MusicVAE means; ``codec`` is the run's melody codec;
-    ``train``, the train split's sequences as events, makes the ``train_sets`` row; ``repaint``, a
-    sampler, the RePaint infilling row.
+    ``train``, the train split's sequences as events, makes the ``train_sets`` row.
     """
     n = int(cfg.n)
     order = np.random.default_rng(cfg.split_seed).permutation(len(events))
@@ -106,6 +104,8 @@ def build_sets(
             f"n={n}: the eval split has {len(order)} sequences; expected n <= {len(order) // 2} "
             "(the ground truth and a disjoint real-vs-real set of n each)"
         )
+    repaint_spec = _repaint_spec(cfg)  # built before any sampling, so a bad setting costs nothing
+    repaint = build_sampler(OmegaConf.create(repaint_spec), module.diffusion) if repaint_spec else None
     gt_idx, rest = order[:n], order[n:]
     gt = MelodySet("ground truth", events[gt_idx], latents[gt_idx], "eval sequences, corpus events")
     sets, timings = [], {}
@@ -116,7 +116,7 @@ def build_sets(
     draws = [rng.choice(rest, n, replace=False) for _ in range(int(cfg.real_repeats))]
     repeats = [consistency_variance(piece_overlaps(events[d]), gt_overlaps) for d in draws]
     sets.append(MelodySet("real vs real", events[draws[0]], latents[draws[0]], f"{len(draws)} draws", repeats))
-    if train is not None and cfg.get("train_sets", 0):
+    if train is not None:
         sets.append(train_row(train, n, int(cfg.train_sets), int(cfg.seed), gt_overlaps))
 
     full = latents[gt_idx]
@@ -166,7 +166,7 @@ def build_sets(
         note = f"; loops ({float((infill_loops[0] > 0).float().mean()):.0%})" if infill_loops else ""
         infillers = [("DDPM infilling", sampler, _sampler_name(cfg) + note)]
         if repaint is not None:
-            infillers.append(("DDPM infilling (RePaint)", repaint, json.dumps(_repaint_spec(cfg)) + note))
+            infillers.append(("DDPM infilling (RePaint)", repaint, json.dumps(repaint_spec) + note))
         for name, infiller, note in infillers:
             start = time.perf_counter()
             x = _draw(cfg, module, infiller, generator, infill_loops, name, known=known, mask=mask)
@@ -293,9 +293,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Path]:
     if cfg.get("train_sets", 0):  # the run's own train split (its corpus; read from the cache)
         meters = [str(m) for m in cfg.eval_meters] if cfg.get("eval_meters") else None
         train = train_events(ckpt["run_config"], latents.shape[1], meters)
-    spec = _repaint_spec(cfg)
-    repaint = build_sampler(OmegaConf.create(spec), module.diffusion) if spec else None
-    gt, sets, timings = build_sets(cfg, module, codec, events, latents, sampler, train, repaint)
+    gt, sets, timings = build_sets(cfg, module, codec, events, latents, sampler, train)
     rows = score_sets(sets, gt, codec.space.dims, int(cfg.bootstrap), int(cfg.seed))
     name = cfg.get("name") or f"{ckpt_path.stem}_seed{cfg.seed}"
     out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else new_folder(ckpt_path.parent / "eval" / name)
