@@ -2,9 +2,12 @@
 
 Original latents ``[n, frames, dim]`` -> model space ``[n, seq_len, len(dims)]``: the first
 ``seq_len`` frames, the kept ``dims`` (Mittal's melody setting keeps 42 of 512), scaled with scalars
-fitted on the train split: ``minmax`` to [-1, 1] with one min and max (Mittal et al.), or ``standard``
+fitted on the train split: ``minmax`` to [-1, 1] with one min and max (Mittal et al.), ``standard``
 to mean 0 and variance 1 (as latent diffusion rescales its latents, Rombach et al. 2022: the noise
-schedule then gives the signal-to-noise ratios it gives unit-variance data). The inverse re-inflates
+schedule then gives the signal-to-noise ratios it gives unit-variance data), or ``centered``: each
+dimension's own mean removed, then one scale to variance 1, so that the dimensions keep their
+relative spread and the data have mean 0 in every dimension, as sampling from x_T ~ N(0, I) assumes
+(with Mittal's schedule sqrt(alpha_bar_T) = 0.08, so a mean the data keep survives to step T). The inverse re-inflates
 to ``dim`` with standard normal noise in the dropped dimensions, as Mittal et al. do before
 decoding; ``refill`` says whether each frame gets its own draw (Mittal's ``noise``), the frames of a
 sequence share one (``shared``: frames the model made equal decode alike), or the dropped dimensions
@@ -16,7 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 REFILLS = ("noise", "shared", "zeros")
-NORMALIZE = ("minmax", "standard", "none")
+NORMALIZE = ("minmax", "standard", "centered", "none")
 
 
 def normalize_mode(value) -> str:
@@ -35,8 +38,8 @@ class LatentSpace:
     dims: list[int] | None  # kept dimensions (None: all)
     data_min: float = -1.0  # train split's scalar min and max (minmax: model space = [-1, 1])
     data_max: float = 1.0
-    normalize: str = "minmax"  # minmax | standard | none (True/False: minmax/none)
-    data_mean: float = 0.0  # train split's scalar mean and std (standard: model space has mean 0, std 1)
+    normalize: str = "minmax"  # minmax | standard | centered | none (True/False: minmax/none)
+    data_mean: float | list[float] = 0.0  # train split's mean (centered: one per kept dim) and scalar std
     data_std: float = 1.0
 
     def __post_init__(self):
@@ -52,10 +55,10 @@ class LatentSpace:
         return self.scale(x[..., self.dims] if self.dims is not None else x)
 
     def scale(self, x: np.ndarray) -> np.ndarray:
-        """Selected latents ``[n, seq_len, kept]`` -> model space (``normalize``: minmax, standard or none)."""
+        """Selected latents ``[n, seq_len, kept]`` -> model space (``normalize``: minmax, standard, centered or none)."""
         x = np.asarray(x, np.float32)
-        if self.normalize == "standard":
-            return ((x - self.data_mean) / self.data_std).astype(np.float32)
+        if self.normalize in ("standard", "centered"):
+            return ((x - np.asarray(self.data_mean, np.float32)) / self.data_std).astype(np.float32)
         if self.normalize == "minmax":
             return ((x - self.data_min) / (self.data_max - self.data_min) * 2 - 1).astype(np.float32)
         return x
@@ -63,8 +66,8 @@ class LatentSpace:
     def unscale(self, x: np.ndarray) -> np.ndarray:
         """The inverse of ``scale``."""
         x = np.asarray(x, np.float32)
-        if self.normalize == "standard":
-            return x * self.data_std + self.data_mean
+        if self.normalize in ("standard", "centered"):
+            return x * self.data_std + np.asarray(self.data_mean, np.float32)
         if self.normalize == "minmax":
             return (x + 1) / 2 * (self.data_max - self.data_min) + self.data_min
         return x
@@ -100,6 +103,11 @@ class LatentSpace:
             data_min=float(state["data_min"]),
             data_max=float(state["data_max"]),
             normalize=state.get("normalize", True),  # __post_init__ maps the old booleans
-            data_mean=float(state.get("data_mean", 0.0)),
+            data_mean=_mean(state.get("data_mean", 0.0)),
             data_std=float(state.get("data_std", 1.0)),
         )
+
+
+def _mean(value) -> float | list[float]:
+    """A stored ``data_mean``: a scalar, or one per kept dimension (``centered``)."""
+    return [float(v) for v in value] if isinstance(value, list | tuple | np.ndarray) else float(value)

@@ -77,6 +77,35 @@ def test_standard_normalization_gives_unit_variance_and_inverts(tmp_path):
     assert np.allclose(fresh.decode(dm.val_set.tensors[0]), evals, atol=1e-4)
 
 
+def test_centered_normalization_removes_each_dims_mean_and_keeps_their_relative_spread(tmp_path):
+    """``centered``: each kept dim's train mean is removed and one scale maps the train split to
+    variance 1, so every dim has mean 0 (what x_T ~ N(0, I) assumes) while the dims keep the ratios of
+    their standard deviations; the codec inverts it, also after a state round trip through torch.save."""
+    rng = np.random.default_rng(3)
+    offsets, scales = rng.normal(0, 3, SHAPE[1]), rng.uniform(0.3, 2.0, SHAPE[1])
+    train = (rng.normal(0, 1, (40, *SHAPE)) * scales + offsets).astype(np.float32)
+    evals = (rng.normal(0, 1, (6, *SHAPE)) * scales + offsets).astype(np.float32)
+    write_latents(tmp_path / "train-00000-of-00001.tfrecord", train)
+    write_latents(tmp_path / "eval-00000-of-00001.tfrecord", evals)
+    dm = LatentDataModule(str(tmp_path), input_shape=SHAPE, normalize="centered")
+    dm.setup("fit")
+    x_train = dm.train_set.tensors[0].double().numpy()
+    assert np.abs(x_train.mean(axis=(0, 1))).max() < 1e-5  # every dim, not only the pooled mean
+    assert x_train.std() == pytest.approx(1.0, abs=1e-5)
+    raw_std = train.astype(np.float64).std(axis=(0, 1))
+    assert np.allclose(x_train.std(axis=(0, 1)) / raw_std, 1 / dm.space.data_std, rtol=1e-4)
+    mean = train.mean(axis=(0, 1), dtype=np.float64)
+    expected = (evals - mean) / (train - mean).std(dtype=np.float64)
+    assert np.allclose(dm.val_set.tensors[0].numpy(), expected, atol=1e-5)
+    codec = LatentCodec()
+    codec.fit(dm)
+    torch.save(codec.state_dict(), tmp_path / "codec.pt")
+    fresh = LatentCodec()
+    fresh.load_state_dict(torch.load(tmp_path / "codec.pt", weights_only=True))
+    assert fresh.space.normalize == "centered" and len(fresh.space.data_mean) == SHAPE[1]
+    assert np.allclose(fresh.decode(dm.val_set.tensors[0]), evals, atol=1e-4)
+
+
 @pytest.mark.parametrize("value, mode", [(True, "minmax"), (False, "none"), ("minmax", "minmax"), ("none", "none")])
 def test_normalize_accepts_the_old_booleans(tmp_path, value, mode):
     train, _ = make_shards(tmp_path)
@@ -90,7 +119,7 @@ def test_normalize_accepts_the_old_booleans(tmp_path, value, mode):
 
 
 def test_bad_normalize_is_a_config_error():
-    with pytest.raises(ConfigError, match="normalize='zscore'.*minmax, standard, none"):
+    with pytest.raises(ConfigError, match="normalize='zscore'.*minmax, standard, centered, none"):
         LatentDataModule("x", input_shape=SHAPE, normalize="zscore")
 
 

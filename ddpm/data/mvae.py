@@ -161,6 +161,9 @@ class LatentDataModule(L.LightningDataModule):
                     "data_mean": float(train.mean(dtype=np.float64)),
                     "data_std": float(train.std(dtype=np.float64)),
                 }
+            elif self.normalize == "centered":  # a mean per kept dim, one scale for all
+                mean = train.mean(axis=(0, 1), dtype=np.float64)
+                moments = {"data_mean": mean.tolist(), "data_std": float((train - mean).std(dtype=np.float64))}
             self.space = LatentSpace(
                 self.input_shape[1], self.seq_len, self.slice_dims, data_min, data_max, self.normalize, **moments
             )
