@@ -87,6 +87,11 @@ def set_overrides(cfg: DictConfig, module, codec) -> None:
     if spread is not None:
         if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not 0 < spread < float("inf"):
             raise ConfigError(f"spread={spread!r}: expected a positive number (1: samples as drawn)")
+        if spread != 1 and len(module.denoiser.sample_shape) != 2:
+            raise ConfigError(
+                f"spread={spread}: this run's samples are not sequences ({type(codec).__name__}); "
+                "spread widens latent sequences"
+            )
         module.spread = float(spread)
     guidance = cfg.get("period_guidance")
     if guidance is not None:

@@ -74,13 +74,17 @@ def test_sample_cli_writes_grid_array_and_record(run_dir, tmp_path):
     assert np.array_equal(np.load(tmp_path / "s2" / "generated.npz")["samples"], samples)  # seeded
 
 
-def test_refill_on_an_image_run_is_a_clear_error(run_dir, tmp_path):
-    cmd = [sys.executable, "sample.py", f"ckpt={run_dir / 'last.ckpt'}", "n=2", f"out_dir={tmp_path}", "refill=zeros"]
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("refill=zeros", "refill=zeros: this run's samples are not latents (ImageCodec)"),
+        ("spread=1.3", "spread=1.3: this run's samples are not sequences (ImageCodec); spread widens latent sequences"),
+    ],
+)
+def test_latent_options_on_an_image_run_are_clear_errors(run_dir, tmp_path, arg, message):
+    cmd = [sys.executable, "sample.py", f"ckpt={run_dir / 'last.ckpt'}", "n=2", f"out_dir={tmp_path}", arg]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    assert (
-        res.returncode == 2
-        and res.stderr.strip() == "error: refill=zeros: this run's samples are not latents (ImageCodec)"
-    )
+    assert res.returncode == 2 and res.stderr.strip() == f"error: {message}"
     assert not list(tmp_path.iterdir())  # nothing written
 
 
