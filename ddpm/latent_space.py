@@ -55,7 +55,7 @@ class LatentSpace:
         return self.scale(x[..., self.dims] if self.dims is not None else x)
 
     def scale(self, x: np.ndarray) -> np.ndarray:
-        """Selected latents ``[n, seq_len, kept]`` -> model space (``normalize``: minmax, standard, centered or none)."""
+        """Selected latents ``[n, seq_len, kept]`` -> model space (``normalize``: one of ``NORMALIZE``)."""
         x = np.asarray(x, np.float32)
         if self.normalize in ("standard", "centered"):
             return ((x - np.asarray(self.data_mean, np.float32)) / self.data_std).astype(np.float32)
