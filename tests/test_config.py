@@ -79,7 +79,7 @@ def test_default_is_the_folk_melody_chain(tmp_path):
     mittal = compose_train(["experiment=mittal_melody"], tmp_path)
     assert cfg.model.time_in_attention and not mittal.model.time_in_attention
     assert cfg.model.relative_attention and not mittal.model.relative_attention
-    assert cfg.data.normalize == "standard" and mittal.data.normalize == "minmax"
+    assert cfg.data.normalize == "centered" and mittal.data.normalize == "minmax"
     assert (
         cfg.diffusion.betas._target_ == "ddpm.schedules.mittal_betas" and cfg.diffusion.time_condition == "noise_level"
     )
