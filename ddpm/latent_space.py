@@ -1,7 +1,7 @@
 """The map between original latents and the diffusion model's space, fitted on the train split.
 
 Original latents ``[n, frames, dim]`` -> model space ``[n, seq_len, len(dims)]``: the first
-``seq_len`` frames, the kept ``dims`` (Mittal's melody setting keeps 42 of 512), scaled with scalars
+``seq_len`` frames, the kept ``dims`` (Mittal's melody setting keeps 42 of 512), scaled with statistics
 fitted on the train split: ``minmax`` to [-1, 1] with one min and max (Mittal et al.), ``standard``
 to mean 0 and variance 1 (as latent diffusion rescales its latents, Rombach et al. 2022: the noise
 schedule then gives the signal-to-noise ratios it gives unit-variance data), or ``centered``: each
@@ -44,6 +44,9 @@ class LatentSpace:
 
     def __post_init__(self):
         self.normalize = normalize_mode(self.normalize)
+        kept = len(self.dims) if self.dims is not None else self.dim
+        if isinstance(self.data_mean, list) and len(self.data_mean) != kept:
+            raise ValueError(f"data_mean holds {len(self.data_mean)} means for {kept} kept dimensions")
 
     @property
     def sample_shape(self) -> tuple[int, int]:

@@ -104,6 +104,10 @@ def test_centered_normalization_removes_each_dims_mean_and_keeps_their_relative_
     fresh.load_state_dict(torch.load(tmp_path / "codec.pt", weights_only=True))
     assert fresh.space.normalize == "centered" and len(fresh.space.data_mean) == SHAPE[1]
     assert np.allclose(fresh.decode(dm.val_set.tensors[0]), evals, atol=1e-4)
+    state = codec.state_dict()
+    state["space"]["data_mean"] = state["space"]["data_mean"][:-1]  # a damaged checkpoint
+    with pytest.raises(ValueError, match=f"data_mean holds {SHAPE[1] - 1} means for {SHAPE[1]} kept dimensions"):
+        LatentCodec().load_state_dict(state)
 
 
 @pytest.mark.parametrize("value, mode", [(True, "minmax"), (False, "none"), ("minmax", "minmax"), ("none", "none")])
