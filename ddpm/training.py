@@ -3,6 +3,8 @@ config, and fit."""
 
 import logging
 import os
+import re
+import shutil
 from pathlib import Path
 
 import lightning as L
@@ -64,6 +66,22 @@ def prepare_once(datamodule: L.LightningDataModule) -> None:
 
 def _prepared() -> None:
     """``prepare_data`` after ``prepare_once``: done already."""
+
+
+def discard_unused_run(output_dir: str | Path) -> bool:
+    """Remove a run folder that a start refused for bad input left behind: one that holds nothing but
+    Hydra's ``.hydra/`` and ``train.log``, so no checkpoint, sample or event file. Its date folder goes
+    too when that is left empty. Returns whether the run folder was removed."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir() or any(p.name not in (".hydra", "train.log") for p in output_dir.iterdir()):
+        return False
+    if any(p.is_dir() for p in (output_dir / ".hydra").glob("*")) or (output_dir / "train.log").is_dir():
+        return False
+    shutil.rmtree(output_dir)
+    parent = output_dir.parent
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", parent.name) and not any(parent.iterdir()):
+        parent.rmdir()
+    return True
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

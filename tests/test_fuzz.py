@@ -54,3 +54,4 @@ def test_cli_bad_input_exits_2_with_one_line(work, fixtures, index):
     kind, detail = fuzz_inputs.run_cli(command, field)
     assert kind == "user_error", f"{name}: {detail}"
     assert not fixtures.marker.exists()
+    assert not (work / "cli_run").exists(), f"{name}: the refused run left its folder behind"

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 
 from ddpm.checkpoint_io import AtomicCheckpointIO, read_checkpoint
 from ddpm.sampling import CheckpointError, load_checkpoint
-from ddpm.training import build_model, train
+from ddpm.training import build_model, discard_unused_run, train
 from tests.helpers import FAST, compose_train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,6 +110,25 @@ def test_incompatible_checkpoint_is_a_clear_error(run_dir, tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="not a readable"):
         load_checkpoint(bad)
+
+
+def test_a_refused_start_leaves_no_run_folder_and_a_run_with_files_is_kept(tmp_path):
+    day = tmp_path / "outputs" / "2026-11-29"
+    refused, other = day / "17-10-24", day / "17-11-00"
+    for run in (refused, other):
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "config.yaml").write_text("seed: 0\n")
+        (run / "train.log").write_text("")
+    (other / "last.ckpt").write_bytes(b"weights")
+    assert not discard_unused_run(other) and (other / "last.ckpt").read_bytes() == b"weights"
+    assert discard_unused_run(refused) and not refused.exists() and day.is_dir()  # another run still there
+    (other / "last.ckpt").unlink()
+    assert discard_unused_run(other) and not day.exists() and (tmp_path / "outputs").is_dir()
+    mine = tmp_path / "mine"  # a folder the user named holds a file of theirs: kept whole
+    (mine / ".hydra").mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
+    assert not discard_unused_run(mine) and (mine / "notes.txt").read_text() == "mine"
+    assert not discard_unused_run(tmp_path / "absent")
 
 
 def test_resume_continues_from_last_checkpoint(run_dir, tmp_path):
