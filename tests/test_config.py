@@ -80,6 +80,8 @@ def test_default_is_the_folk_melody_chain(tmp_path):
     assert cfg.model.time_in_attention and not mittal.model.time_in_attention
     assert cfg.model.relative_attention and not mittal.model.relative_attention
     assert cfg.data.normalize == "centered" and mittal.data.normalize == "minmax"
+    digits = compose_train(["experiment=digits"], tmp_path)
+    assert cfg.module.ema_decay == 0.995 and mittal.module.ema_decay == digits.module.ema_decay == 0.999
     assert (
         cfg.diffusion.betas._target_ == "ddpm.schedules.mittal_betas" and cfg.diffusion.time_condition == "noise_level"
     )
