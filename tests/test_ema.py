@@ -34,7 +34,7 @@ def make_module(ema_decay: float | None, seed: int = 0) -> DiffusionModule:
     )
 
 
-def fit(module: DiffusionModule, max_steps: int, ckpt_path=None) -> tuple[L.Trainer, WeightRecorder]:
+def fit(module: DiffusionModule, max_steps: int, ckpt_path=None, extra=()) -> tuple[L.Trainer, WeightRecorder]:
     recorder = WeightRecorder()
     data = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
     trainer = L.Trainer(
@@ -44,7 +44,7 @@ def fit(module: DiffusionModule, max_steps: int, ckpt_path=None) -> tuple[L.Trai
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[recorder],
+        callbacks=[recorder, *extra],
     )
     trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=16), ckpt_path=ckpt_path)
     return trainer, recorder
@@ -105,3 +105,32 @@ def test_ema_survives_checkpoint_and_resume(tmp_path):
     expected = hand_ema([saved[f"ema.{n}"] for n in names], recorder, ema_decay)
     for (name, got), want in zip(resumed.ema.named_parameters(), expected, strict=True):
         assert torch.allclose(got, want, atol=1e-6), name
+
+
+def test_extra_emas_follow_the_modules_rule_and_survive_resume(tmp_path):
+    """``ExtraEMA``: its copy of the module's decay equals the module's EMA exactly, another decay follows
+    the hand-computed rule, the file holds both, and a resumed run continues them from the checkpoint."""
+    from ddpm.callbacks import ExtraEMA
+
+    module = make_module(0.9)
+    start = [p.detach().clone() for p in module.denoiser.parameters()]
+    extra = ExtraEMA([0.9, 0.2], tmp_path / "extra.pt")  # the cap 0.2 binds from step 2, 0.9 not in 5 steps
+    trainer, recorder = fit(module, max_steps=3, extra=[extra])
+    saved = torch.load(tmp_path / "extra.pt", weights_only=True)
+    assert saved["step"] == 3 and set(saved) == {0.9, 0.2, "step"}
+    names = [name for name, _ in module.ema.named_parameters()]
+    assert all(torch.equal(saved[0.9][n], p) for n, p in module.ema.named_parameters())
+    for name, want in zip(names, hand_ema(start, recorder, 0.2), strict=True):
+        assert torch.allclose(saved[0.2][name], want, atol=1e-6), name
+    assert any(not torch.equal(saved[0.2][n], saved[0.9][n]) for n in names)
+    path = tmp_path / "run.ckpt"
+    trainer.save_checkpoint(path)
+
+    resumed = make_module(0.9, seed=1)  # another init: only the checkpoint can carry the averages on
+    again = ExtraEMA([0.9, 0.2], tmp_path / "again.pt")
+    _, recorder = fit(resumed, max_steps=5, ckpt_path=path, extra=[again])
+    assert recorder.steps == [4, 5]
+    after = torch.load(tmp_path / "again.pt", weights_only=True)
+    assert all(torch.equal(after[0.9][n], p) for n, p in resumed.ema.named_parameters())
+    for name, want in zip(names, hand_ema([saved[0.2][n] for n in names], recorder, 0.2), strict=True):
+        assert torch.allclose(after[0.2][name], want, atol=1e-6), name

@@ -14,6 +14,26 @@ from ddpm.samplers import Sampler
 log = logging.getLogger(__name__)
 
 
+def calibrate(
+    module: L.LightningModule, data: torch.Tensor, n: int, seed: int, sampler: Sampler | None
+) -> tuple[float, torch.Tensor]:
+    """(spread, samples): ``n`` samples of ``module`` drawn as ``sample.py`` draws them (loops from the
+    run's period prior, ``sampler``, ``seed``) but not widened, and the spread that gives them the
+    within-sequence variance of ``data`` [N, frames, D]. Sets ``module.spread`` to 1 to draw them."""
+    from ddpm.sampling import draw_loops  # ddpm.sampling builds on the training modules
+
+    module.spread = 1.0
+    loops = draw_loops(module.codec, n, seed)
+    samples = module.sample(
+        n,
+        torch.Generator().manual_seed(seed),
+        sampler=sampler,
+        progress="spread calibration",
+        **({"loops": loops[1], "periods": loops[0]} if loops else {}),
+    )
+    return fit_spread(data, samples), samples
+
+
 class SpreadCalibration(L.Callback):
     """When training ends (epochs, early stopping or time limit; not when interrupted), draw ``n``
     samples as ``sample.py`` does (loops from the run's period prior, ``sampler``, ``seed``), set the
@@ -28,24 +48,14 @@ class SpreadCalibration(L.Callback):
         self.n, self.seed, self.sampler = int(n), int(seed), sampler
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from ddpm.sampling import draw_loops  # ddpm.sampling builds on the training modules
-
         datamodule = trainer.datamodule
         train_set = getattr(datamodule, "train_set", None)
         if len(pl_module.denoiser.sample_shape) != 2 or train_set is None:
             return
         start = time.perf_counter()
-        pl_module.spread = 1.0
-        loops = draw_loops(pl_module.codec, self.n, self.seed)
-        samples = pl_module.sample(
-            self.n,
-            torch.Generator().manual_seed(self.seed),
-            sampler=self.sampler,
-            progress="spread calibration",
-            **({"loops": loops[1], "periods": loops[0]} if loops else {}),
-        )
         data = train_set.tensors[0]
-        spread = trainer.strategy.broadcast(fit_spread(data, samples), src=0)  # every rank the same
+        spread, samples = calibrate(pl_module, data, self.n, self.seed, self.sampler)
+        spread = trainer.strategy.broadcast(spread, src=0)  # every rank the same
         pl_module.spread = float(spread)
         written = self._write_all(trainer, spread) if trainer.is_global_zero else []
         trainer.strategy.barrier("spread calibration")
