@@ -4,16 +4,26 @@ import json
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from ddpm.config_check import check_overrides
-from ddpm.errors import run_or_exit
-from ddpm.training import build
+from ddpm.errors import UserError, run_or_exit
+from ddpm.training import build, discard_unused_run
+
+
+def prepare_or_discard(cfg: DictConfig) -> dict:
+    """Run the prepare stage; when bad input stops it, the log folder it left empty is removed."""
+    try:
+        return build(cfg.prepare, "prepare").run()
+    except UserError:
+        discard_unused_run(HydraConfig.get().runtime.output_dir, "prepare.log")
+        raise
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="prepare")
 def main(cfg: DictConfig) -> None:
-    manifest = run_or_exit(lambda: build(cfg.prepare, "prepare").run())
+    manifest = run_or_exit(lambda: prepare_or_discard(cfg))
     print(json.dumps({k: manifest[k] for k in ("input_shape", "active_dims", "splits", "seconds")}))
 
 

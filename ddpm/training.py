@@ -68,14 +68,14 @@ def _prepared() -> None:
     """``prepare_data`` after ``prepare_once``: done already."""
 
 
-def discard_unused_run(output_dir: str | Path) -> bool:
+def discard_unused_run(output_dir: str | Path, log_name: str = "train.log") -> bool:
     """Remove a run folder that a start refused for bad input left behind: one that holds nothing but
-    Hydra's ``.hydra/`` and ``train.log``, so no checkpoint, sample or event file. Its date folder goes
-    too when that is left empty. Returns whether the run folder was removed."""
+    Hydra's ``.hydra/`` and the job's log (``log_name``), so no checkpoint, sample or event file. Its
+    date folder goes too when that is left empty. Returns whether the run folder was removed."""
     output_dir = Path(output_dir)
-    if not output_dir.is_dir() or any(p.name not in (".hydra", "train.log") for p in output_dir.iterdir()):
+    if not output_dir.is_dir() or any(p.name not in (".hydra", log_name) for p in output_dir.iterdir()):
         return False
-    if any(p.is_dir() for p in (output_dir / ".hydra").glob("*")) or (output_dir / "train.log").is_dir():
+    if any(p.is_dir() for p in (output_dir / ".hydra").glob("*")) or (output_dir / log_name).is_dir():
         return False
     shutil.rmtree(output_dir)
     parent = output_dir.parent

@@ -91,3 +91,22 @@ def test_prepare_py_runs_the_stage_alone_and_reports_bad_values(melody_run, tmp_
     )  # the same corpus, MusicVAE and split: the same folder
     res = subprocess.run([sys.executable, "prepare.py", "prepare.frames=0"], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.strip() == "error: prepare.frames=0: expected an integer >= 1"
+    # a MIDI folder that is not there, or holds no MIDI file: one line, before any extraction, and the
+    # log folder the refused start made is removed
+    (tmp_path / "no_midi").mkdir()
+    (tmp_path / "no_midi" / "notes.txt").write_text("not a tune")
+    for folder, why in [
+        (tmp_path / "absent", "no such folder (expected a folder of .mid files)"),
+        (tmp_path / "no_midi", "no .mid or .midi files in it"),
+    ]:
+        run_dir = tmp_path / "refused" / "2026-11-29" / "19-00-00"
+        cmd = [
+            sys.executable,
+            "prepare.py",
+            f"prepare.corpus.midi_dir={folder}",
+            f"prepare.corpus.cache_dir={tmp_path / 'c'}",
+            f"hydra.run.dir={run_dir}",
+        ]
+        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 2 and res.stderr.strip().splitlines()[-1] == f"error: corpus.midi_dir={folder}: {why}"
+        assert not run_dir.parent.exists() and (tmp_path / "refused").is_dir()

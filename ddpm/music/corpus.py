@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddpm.errors import ConfigError
+from ddpm.errors import ConfigError, MissingFileError
 from ddpm.io.atomic import atomic_path
 from ddpm.music import abc
 from ddpm.music.events import STEPS_PER_QUARTER, WINDOW_STEPS, Note, notes_to_events, read_midi_melody
@@ -266,6 +266,12 @@ def load_melodies(
     cache = Path(cache_dir) / f"melodies-{hashlib.sha256(spec.encode()).hexdigest()[:12]}.npz"
     if cache.exists():
         return _load_cache(cache)
+    if midi_dir:  # checked before the collections' extraction, which takes a while
+        folder = Path(midi_dir)
+        if not folder.is_dir():
+            raise MissingFileError(f"corpus.midi_dir={midi_dir}: no such folder (expected a folder of .mid files)")
+        if not any(folder.rglob("*.mid*")):
+            raise MissingFileError(f"corpus.midi_dir={midi_dir}: no .mid or .midi files in it")
     start = time.perf_counter()
     tunes, records = extract_files(corpus_files(collections), workers, meters) if collections else ([], [])
     if midi_dir:
