@@ -8,17 +8,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from ddpm.config_check import check_overrides
-from ddpm.errors import UserError, run_or_exit
-from ddpm.training import build, discard_unused_run
+from ddpm.errors import run_or_exit
+from ddpm.training import build, discarded_if_refused
 
 
 def prepare_or_discard(cfg: DictConfig) -> dict:
     """Run the prepare stage; when bad input stops it, the log folder it left empty is removed."""
-    try:
+    with discarded_if_refused(HydraConfig.get().runtime.output_dir, "prepare.log"):
         return build(cfg.prepare, "prepare").run()
-    except UserError:
-        discard_unused_run(HydraConfig.get().runtime.output_dir, "prepare.log")
-        raise
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="prepare")

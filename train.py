@@ -8,17 +8,14 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from ddpm.config_check import check_overrides
-from ddpm.errors import UserError, run_or_exit
-from ddpm.training import discard_unused_run, train
+from ddpm.errors import run_or_exit
+from ddpm.training import discarded_if_refused, train
 
 
 def train_or_discard(cfg: DictConfig) -> dict[str, float]:
     """``train(cfg)``; when bad input stops it, the run folder it left empty is removed."""
-    try:
+    with discarded_if_refused(cfg.paths.output_dir):
         return train(cfg)
-    except UserError:
-        discard_unused_run(cfg.paths.output_dir)
-        raise
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

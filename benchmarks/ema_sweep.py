@@ -87,11 +87,11 @@ def write_variants(out: Path) -> dict[str, Path]:
     return paths
 
 
-def measure(path: Path, n: int, seed: int) -> str:
-    """One printed row: spread, notes per bar, dense tail and frame FD of ``n`` samples, against the train split."""
-    ckpt, module, codec = restore_run(path)
+def measure(path: Path, data: torch.Tensor, n: int, seed: int) -> str:
+    """One printed row: spread, notes per bar, dense tail and frame FD of ``n`` samples, against the train
+    split ``data`` [N, frames, D] (model space)."""
+    _, module, codec = restore_run(path)
     spread, module.spread = module.spread, 1.0
-    data = train_latents(ckpt["run_config"])
     reference = data[np.random.default_rng(seed).permutation(len(data))[n:]].reshape(-1, data.shape[-1]).numpy()
     sampler = build_sampler(OmegaConf.load(CONF / "sampler" / "fast.yaml"), module.diffusion)
     periods, index = draw_loops(codec, n, seed)
@@ -117,9 +117,10 @@ def main(argv: list[str] | None = None) -> None:
     if not ((args.out / "last.ckpt").is_file() and (args.out / EXTRA).is_file()):
         train_run(args.out, args.decays, overrides)
     paths = write_variants(args.out)
+    data = train_latents(read_checkpoint(args.out / "last.ckpt")["run_config"])
     print("EMA decay  spread  notes/bar drawn  widened  95% widened  bars>=8 widened  frame FD drawn  widened")
     for label, path in sorted(paths.items(), key=lambda item: -1.0 if item[0] == "raw" else float(item[0])):
-        print(f"{label:9s}  {measure(path, args.n, args.seed)}", flush=True)
+        print(f"{label:9s}  {measure(path, data, args.n, args.seed)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -75,13 +77,21 @@ def discard_unused_run(output_dir: str | Path, log_name: str = "train.log") -> b
     output_dir = Path(output_dir)
     if not output_dir.is_dir() or any(p.name not in (".hydra", log_name) for p in output_dir.iterdir()):
         return False
-    if any(p.is_dir() for p in (output_dir / ".hydra").glob("*")) or (output_dir / log_name).is_dir():
-        return False
     shutil.rmtree(output_dir)
     parent = output_dir.parent
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}", parent.name) and not any(parent.iterdir()):
         parent.rmdir()
     return True
+
+
+@contextmanager
+def discarded_if_refused(output_dir: str | Path, log_name: str = "train.log") -> Iterator[None]:
+    """Run the body; when bad input (a ``UserError``) stops it, ``discard_unused_run`` its run folder."""
+    try:
+        yield
+    except UserError:
+        discard_unused_run(output_dir, log_name)
+        raise
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

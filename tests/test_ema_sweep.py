@@ -3,6 +3,7 @@
 import torch
 
 from benchmarks import ema_sweep
+from benchmarks._common import train_latents
 from ddpm.sampling import load_checkpoint, restore
 from tests.helpers import melody_overrides
 
@@ -30,5 +31,5 @@ def test_sweep_files_sample_with_each_average_and_the_spread_training_fits(melod
     assert files["0.05"]["spread"] != last["spread"]
     module, _ = restore(load_checkpoint(paths["raw"]), paths["raw"])
     assert module.ema is None and module.spread == files["raw"]["spread"]
-    row = ema_sweep.measure(paths["0.05"], n=4, seed=1)
+    row = ema_sweep.measure(paths["0.05"], train_latents(last["run_config"]), n=4, seed=1)
     assert f"{files['0.05']['spread']:6.3f}" in row and len(row.split()) == 7
