@@ -57,7 +57,9 @@ REAL = {
     "val_fraction": (0.0, 1.0),
     "eval_fraction": (0.0, 1.0),
     "ema_decay": (0.0, 1.0),
+    "temperature": (0.0, 2.0),
 }
+CLOSED = {"ema_decay": "[)", "temperature": "[]"}  # REAL intervals that hold an end: 0 (no averaging, greedy), 2
 POSITIVE_LISTS = {"input_shape", "channel_mults"}
 LOOSE = {"devices", "precision", "accelerator", "strategy"}  # Lightning takes several types: see _lightning
 
@@ -132,10 +134,15 @@ def check_values(cfg: DictConfig | dict) -> None:
                 raise ConfigError(f"{key}={value!r}: expected {expected}")
         elif name in REAL:
             lo, hi = REAL[name]
-            closed = name == "ema_decay"  # 0 is allowed: no averaging
+            left, right = CLOSED.get(name, "()")
             ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-            if not ok or value < lo or (value == lo and not closed) or (hi is not None and value >= hi):
-                interval = f"{'[' if closed else '('}{lo}, {hi if hi is not None else 'inf'})"
+            if (
+                not ok
+                or value < lo
+                or (value == lo and left == "(")
+                or (hi is not None and (value > hi or (value == hi and right == ")")))
+            ):
+                interval = f"{left}{lo}, {hi if hi is not None else 'inf'}{right}"
                 raise ConfigError(f"{key}={value!r}: expected a number in {interval}")
         elif name in POSITIVE_LISTS:
             if not isinstance(value, list) or not all(

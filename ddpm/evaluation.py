@@ -282,8 +282,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Path]:
         events, latents = events[keep], latents[keep]
     if cfg.get("sigma"):  # sampling-time choices, for measuring them on one trained model
         module.diffusion.set_sigma(cfg.sigma)
-    if cfg.get("temperature") is not None:
-        codec.temperature = float(cfg.temperature)
     set_overrides(cfg, module, codec)
     module.to(torch.device(cfg.device))
     codec.to(torch.device(cfg.device))

@@ -77,8 +77,24 @@ def _spread(value, path) -> float:
 
 def set_overrides(cfg: DictConfig, module, codec) -> None:
     """The sampling-time choices that ``sample.py`` and ``evaluate.py`` share: ``refill`` (how dropped
-    latent dims are filled), ``spread`` (``ddpm.calibration``; 1: none) and ``period_guidance``
-    (``ddpm.periods.PeriodGuided``); null keeps the run's."""
+    latent dims are filled), ``spread`` (``ddpm.calibration``; 1: none), ``period_guidance``
+    (``ddpm.periods.PeriodGuided``), ``temperature`` (MusicVAE decoding, 0: greedy) and, for
+    ``sample.py``, ``render_n`` (samples rendered to WAV and drawn); null keeps the run's."""
+    temperature = cfg.get("temperature")
+    if temperature is not None:
+        if not hasattr(codec, "temperature"):
+            kind = type(codec).__name__
+            raise ConfigError(f"temperature={temperature}: this run's samples are not melodies ({kind})")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
+            raise ConfigError(f"temperature={temperature!r}: expected a number in [0.0, 2.0] (0: greedy)")
+        codec.temperature = float(temperature)
+    render_n = cfg.get("render_n")
+    if render_n is not None:
+        if not hasattr(codec, "render_n"):
+            raise ConfigError(f"render_n={render_n}: this run's samples are not melodies ({type(codec).__name__})")
+        if isinstance(render_n, bool) or not isinstance(render_n, int) or render_n < 0:
+            raise ConfigError(f"render_n={render_n!r}: expected an integer >= 0")
+        codec.render_n = render_n
     if cfg.get("refill"):
         if not hasattr(codec, "set_refill"):
             raise ConfigError(f"refill={cfg.refill}: this run's samples are not latents ({type(codec).__name__})")

@@ -132,6 +132,9 @@ def test_training_calibrates_the_spread_and_sampling_uses_it(melody_run, tmp_pat
         ("spread=0", "spread=0: expected a positive number"),
         ("spread=abc", "spread='abc': expected a positive number"),
         ("period_guidance=0.5", "period_guidance=0.5: this run was not trained with model.period_condition=true"),
+        ("temperature=abc", "temperature='abc': expected a number in [0.0, 2.0]"),
+        ("temperature=-0.5", "temperature=-0.5: expected a number in [0.0, 2.0]"),
+        ("render_n=-1", "render_n=-1: expected an integer >= 0"),
     ],
 )
 def test_sample_rejects_bad_spread_and_guidance(melody_run, tmp_path, arg, message):

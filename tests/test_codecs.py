@@ -3,6 +3,7 @@ sampling needs only the checkpoint (and the MusicVAE), not the training data; th
 one way."""
 
 import ast
+import json
 import shutil
 from pathlib import Path
 
@@ -43,6 +44,23 @@ def test_callback_and_sample_py_write_the_same_files(melody_run, tmp_path):
     for i in range(3):
         a, b = (tmp_path / "callback" / f"epoch_000_{i:03d}.mid"), (tmp_path / "cli" / f"generated_{i:03d}.mid")
         assert a.read_bytes() == b.read_bytes()
+
+
+def test_sample_py_sets_the_decoding_temperature_and_how_many_to_render(melody_run, tmp_path):
+    """``temperature=`` and ``render_n=`` override the run's codec: the same latents, other notes, and
+    WAVs for as many samples as asked (the run renders 2)."""
+    _, run = melody_run
+    greedy = sample(sample_cfg([f"ckpt={run / 'last.ckpt'}", "n=4", "seed=1", f"out_dir={tmp_path / 'g'}"]))
+    hot = sample(
+        sample_cfg(
+            [f"ckpt={run / 'last.ckpt'}", "n=4", "seed=1", "temperature=1.0", "render_n=3", f"out_dir={tmp_path / 'h'}"]
+        )
+    )
+    np.testing.assert_array_equal(np.load(greedy["npz"])["samples"], np.load(hot["npz"])["samples"])
+    assert len(list((tmp_path / "g").glob("*.wav"))) == 2 and len(list((tmp_path / "h").glob("*.wav"))) == 3
+    midi = lambda d: [(d / f"generated_{i:03d}.mid").read_bytes() for i in range(4)]  # noqa: E731
+    assert midi(tmp_path / "g") != midi(tmp_path / "h")
+    assert json.loads(hot["record"].read_text())["temperature"] == 1.0
 
 
 def test_sample_py_needs_no_corpus_or_latent_folder(melody_run, tmp_path):

@@ -79,6 +79,8 @@ def test_sample_cli_writes_grid_array_and_record(run_dir, tmp_path):
     [
         ("refill=zeros", "refill=zeros: this run's samples are not latents (ImageCodec)"),
         ("spread=1.3", "spread=1.3: this run's samples are not sequences (ImageCodec); spread widens latent sequences"),
+        ("temperature=1", "temperature=1: this run's samples are not melodies (ImageCodec)"),
+        ("render_n=8", "render_n=8: this run's samples are not melodies (ImageCodec)"),
     ],
 )
 def test_latent_options_on_an_image_run_are_clear_errors(run_dir, tmp_path, arg, message):
