@@ -9,9 +9,13 @@ period prior, ``--sampler``) and ``--n`` test samples (``--seed``), prints how t
 variance is distributed in the data and the samples (quantiles, by smallest period), then scores
 the test samples widened by each rule against the train split's corpus events: as drawn, the
 calibrated s, each of ``--spreads``, a factor per sequence matching the distribution of the
-within-sequence variance (quantile to quantile), and a factor per smallest period. Columns: mean
-per-piece OA, its variance across pieces, Consistency and Variance (pitch, duration; ``evaluate.py``'s
-metric) and the Fréchet distance of the frames to the train split's in model space.
+within-sequence variance (quantile to quantile), a factor per smallest period, and two rules that
+match second moments in full rather than one scalar: the frames' deviations from their sequence's
+mean mapped so that their covariance [D, D] is the data's (the optimal-transport map between the
+two Gaussians, the smallest change that does it), and that plus the same map for the sequence means
+about the overall mean. Columns: mean per-piece OA, its variance across pieces, Consistency and
+Variance (pitch, duration; ``evaluate.py``'s metric), notes per bar, and the Fréchet distance of the
+frames to the train split's in model space.
 """
 
 import sys
@@ -24,6 +28,7 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import CONF, restore_run, sample_parser, train_latents  # noqa: E402
+from benchmarks.note_density import bar_counts  # noqa: E402
 from ddpm.calibration import fit_spread, spread_frames  # noqa: E402
 from ddpm.metrics import frechet_distance  # noqa: E402
 from ddpm.music.prepare import train_events  # noqa: E402
@@ -74,6 +79,45 @@ def period_rule(data: torch.Tensor, calibration: torch.Tensor, s: float) -> Call
     return rule
 
 
+def _sqrt(c: torch.Tensor, power: float = 0.5) -> torch.Tensor:
+    values, vectors = torch.linalg.eigh(c)
+    return (vectors * values.clamp_min(1e-10) ** power) @ vectors.T
+
+
+def gaussian_map(have: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
+    """The symmetric matrix A with A have A = want: the optimal-transport map between centred Gaussians."""
+    root, inverse = _sqrt(have), _sqrt(have, -0.5)
+    return inverse @ _sqrt(root @ want @ root) @ inverse
+
+
+def covariance_rule(
+    data: torch.Tensor, calibration: torch.Tensor, between: bool
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Give the deviations of frames from their sequence's mean the data's covariance, and with
+    ``between`` also the sequence means the data's mean and covariance."""
+
+    def within(x: torch.Tensor) -> torch.Tensor:
+        d = (x - x.mean(dim=1, keepdim=True)).reshape(-1, x.shape[-1]).double()
+        return d.T @ d / len(d)
+
+    def means(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = x.mean(dim=1).double()
+        return m.mean(0), torch.cov(m.T, correction=0)
+
+    frames = gaussian_map(within(calibration), within(data))
+    (have_mean, have_cov), (want_mean, want_cov) = means(calibration), means(data)
+    centres = gaussian_map(have_cov, want_cov)
+
+    def rule(x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=1, keepdim=True).double()
+        moved = (x.double() - mean) @ frames
+        if between:
+            mean = want_mean + (mean - have_mean) @ centres
+        return (mean + moved).to(x.dtype)
+
+    return rule
+
+
 def main() -> None:
     parser = sample_parser(__doc__, seed=1)
     parser.add_argument("--spreads", nargs="*", type=float, default=[], help="further fixed factors to score")
@@ -113,20 +157,26 @@ def main() -> None:
         f"\ntrain split: {len(gt)} sequences, mean OA {np.nanmean(gt[:, 0]):.3f} / {np.nanmean(gt[:, 1]):.3f}, "
         f"variance {np.nanvar(gt[:, 0]):.4f} / {np.nanvar(gt[:, 1]):.4f} (pitch / duration)"
     )
-    print("rule                 mean OA         variance          C pitch  V pitch  C dur  V dur  frame FD")
+    print("rule                 mean OA         variance          C pitch  V pitch  C dur  V dur  notes/bar  frame FD")
     rules = {"as drawn": lambda x: x, f"s = {s:.3f} (fitted)": lambda x: spread_frames(x, s)}
     rules |= {f"s = {f:g}": (lambda x, f=f: spread_frames(x, f)) for f in args.spreads}
     rules |= {"quantile matching": quantile_rule(data, calibration), "per period": period_rule(data, calibration, s)}
+    rules |= {
+        "covariance, frames": covariance_rule(data, calibration, between=False),
+        "covariance, + means": covariance_rule(data, calibration, between=True),
+    }
     frames = data.reshape(-1, data.shape[-1]).numpy()
     for name, rule in rules.items():
         x = rule(test)
-        overlaps = piece_overlaps(codec.melodies_from_latents(codec.decode(x, args.seed)))
+        melodies = codec.melodies_from_latents(codec.decode(x, args.seed))
+        overlaps = piece_overlaps(melodies)
         r = consistency_variance(overlaps, gt)
         fd = frechet_distance(x.reshape(-1, x.shape[-1]).numpy(), frames)
         print(
             f"{name:20s} {np.nanmean(overlaps[:, 0]):.3f} / {np.nanmean(overlaps[:, 1]):.3f}   "
             f"{np.nanvar(overlaps[:, 0]):.4f} / {np.nanvar(overlaps[:, 1]):.4f}   {r['pitch_consistency']:.3f}    "
-            f"{r['pitch_variance']:.3f}    {r['duration_consistency']:.3f}  {r['duration_variance']:.3f}  {fd:.2f}",
+            f"{r['pitch_variance']:.3f}    {r['duration_consistency']:.3f}  {r['duration_variance']:.3f}  "
+            f"{bar_counts(melodies).mean():9.2f}  {fd:.2f}",
             flush=True,
         )
 

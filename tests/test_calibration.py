@@ -179,6 +179,45 @@ def test_benchmark_rules_match_the_distribution_and_each_period():
         assert float(got) == pytest.approx(float(want), rel=1e-5)
 
 
+
+def test_benchmark_covariance_rules_give_the_samples_the_datas_second_moments():
+    """benchmarks/spread_rules.py: the frame rule gives the calibration samples the data's within-sequence
+    covariance [D, D] and keeps each sequence's mean and loop; with means, also the data's mean and covariance
+    of the sequence means; on new samples of the same kind, nearly so."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.spread_rules import covariance_rule, gaussian_map
+
+    g = torch.Generator().manual_seed(0)
+    have, want = torch.tensor([[2.0, 0.5], [0.5, 1.0]]), torch.tensor([[1.0, -0.3], [-0.3, 3.0]])
+    a = gaussian_map(have, want)
+    assert torch.allclose(a, a.T) and torch.allclose(a @ have @ a, want, atol=1e-6)
+
+    def draw(n):  # correlated dims, sequences of 8 frames looping with period 2 or none
+        mix = torch.tensor([[1.0, 0.0, 0.0], [0.6, 0.5, 0.0], [0.0, 0.3, 0.2]], dtype=torch.float64)
+        centres = torch.randn(n, 1, 3, generator=g, dtype=torch.float64) * 0.3 + 1.0
+        frames = centres + torch.randn(n, 8, 3, generator=g, dtype=torch.float64) @ mix
+        return repeat_frames(frames, loop_index(torch.tensor([0, 2] * (n // 2)), 8))
+
+    data = 2.0 * torch.randn(600, 8, 3, generator=g, dtype=torch.float64) - 1.0
+    samples = draw(600)
+
+    def within(x):
+        d = (x - x.mean(1, keepdim=True)).reshape(-1, 3)
+        return d.T @ d / len(d)
+
+    frames = covariance_rule(data, samples, between=False)(samples)
+    assert torch.allclose(within(frames), within(data), atol=1e-8)
+    assert torch.allclose(frames.mean(1), samples.mean(1), atol=1e-10)
+    assert torch.equal(frames[1::2, 0], frames[1::2, 2])  # period 2: the loop stays exact
+    both = covariance_rule(data, samples, between=True)
+    moved = both(samples)
+    assert torch.allclose(within(moved), within(data), atol=1e-8)
+    assert torch.allclose(moved.mean(1).mean(0), data.mean(1).mean(0), atol=1e-8)
+    assert torch.allclose(torch.cov(moved.mean(1).T, correction=0), torch.cov(data.mean(1).T, correction=0), atol=1e-8)
+    fresh = both(draw(4000))
+    assert torch.allclose(within(fresh), within(data), rtol=0.1, atol=0.05)
+
+
 def test_the_shipped_model_carries_its_calibration():
     """checkpoints/melody.ckpt keeps the spread its training fitted (the export must not drop it)."""
     from ddpm.sampling import load_checkpoint, restore
