@@ -29,6 +29,16 @@ def step_seed(seed: int, *keys: int) -> int:
     return int(np.random.SeedSequence([seed, *keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
+def ema_step(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
+    """Move ``ema``'s weights towards ``model``'s after optimizer step ``step``, with the warm-up of TF's
+    ExponentialMovingAverage (decay min(decay, (1 + step) / (10 + step))): short runs are not
+    dominated by the init."""
+    rate = 1 - min(decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for ema_p, p in zip(ema.parameters(), model.parameters()):
+            ema_p.lerp_(p, rate)
+
+
 def record_noise(x: Tensor, num_timesteps: int, seed: int = 0) -> tuple[Tensor, Tensor]:
     """Steps [B] and noise [B, *S] for each record, drawn from a seed made of the record's own bytes.
 
@@ -192,13 +202,8 @@ class DiffusionModule(L.LightningModule):
                 )
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.ema is None:
-            return
-        # Warm-up of TF's ExponentialMovingAverage: short runs are not dominated by the init.
-        decay = min(self.ema_decay, (1 + self.global_step) / (10 + self.global_step))
-        with torch.no_grad():
-            for ema_p, p in zip(self.ema.parameters(), self.denoiser.parameters()):
-                ema_p.lerp_(p, 1 - decay)
+        if self.ema is not None:
+            ema_step(self.ema, self.denoiser, self.ema_decay, self.global_step)
 
     def configure_optimizers(self):
         if self.optimizer is None:

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ddpm.checkpoint_io import CheckpointError, check_targets, read_checkpoint
+from ddpm.config_check import check_values
 from ddpm.errors import ConfigError, MissingFileError, UserError
 from ddpm.io.atomic import atomic_write_text, new_folder
 from ddpm.legacy import upgrade_checkpoint
@@ -80,21 +81,13 @@ def set_overrides(cfg: DictConfig, module, codec) -> None:
     latent dims are filled), ``spread`` (``ddpm.calibration``; 1: none), ``period_guidance``
     (``ddpm.periods.PeriodGuided``), ``temperature`` (MusicVAE decoding, 0: greedy) and, for
     ``sample.py``, ``render_n`` (samples rendered to WAV and drawn); null keeps the run's."""
-    temperature = cfg.get("temperature")
-    if temperature is not None:
-        if not hasattr(codec, "temperature"):
-            kind = type(codec).__name__
-            raise ConfigError(f"temperature={temperature}: this run's samples are not melodies ({kind})")
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
-            raise ConfigError(f"temperature={temperature!r}: expected a number in [0.0, 2.0] (0: greedy)")
-        codec.temperature = float(temperature)
-    render_n = cfg.get("render_n")
-    if render_n is not None:
-        if not hasattr(codec, "render_n"):
-            raise ConfigError(f"render_n={render_n}: this run's samples are not melodies ({type(codec).__name__})")
-        if isinstance(render_n, bool) or not isinstance(render_n, int) or render_n < 0:
-            raise ConfigError(f"render_n={render_n!r}: expected an integer >= 0")
-        codec.render_n = render_n
+    for key in ("temperature", "render_n"):  # melody runs: MusicVAE decoding, samples rendered
+        value = cfg.get(key)
+        if value is not None:
+            if not hasattr(codec, key):
+                raise ConfigError(f"{key}={value}: this run's samples are not melodies ({type(codec).__name__})")
+            check_values({key: value})  # the ranges every command line is checked against
+            setattr(codec, key, float(value) if key == "temperature" else value)
     if cfg.get("refill"):
         if not hasattr(codec, "set_refill"):
             raise ConfigError(f"refill={cfg.refill}: this run's samples are not latents ({type(codec).__name__})")

@@ -179,7 +179,6 @@ def test_benchmark_rules_match_the_distribution_and_each_period():
         assert float(got) == pytest.approx(float(want), rel=1e-5)
 
 
-
 def test_benchmark_covariance_rules_give_the_samples_the_datas_second_moments():
     """benchmarks/spread_rules.py: the frame rule gives the calibration samples the data's within-sequence
     covariance [D, D] and keeps each sequence's mean and loop; with means, also the data's mean and covariance

@@ -8,13 +8,14 @@ import lightning as L
 import torch
 
 from ddpm.checkpoint_io import atomic_save
+from ddpm.module import ema_step
 
 log = logging.getLogger(__name__)
 
 
 class ExtraEMA(L.Callback):
     """Keep one EMA of the denoiser's weights per decay in ``decays``, updated after every optimizer step
-    exactly as ``DiffusionModule`` updates its own (the same warm-up), and write them to ``path`` when
+    exactly as ``DiffusionModule`` updates its own (``ema_step``), and write them to ``path`` when
     training ends: ``{decay: state_dict, "step": global_step}``. Their state travels in the run's
     checkpoints, so a resumed run keeps them. ``benchmarks/ema_sweep.py`` samples one run with each.
     """
@@ -35,12 +36,8 @@ class ExtraEMA(L.Callback):
             self.copies[decay] = ema
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        step = pl_module.global_step
-        with torch.no_grad():
-            for decay, ema in self.copies.items():
-                rate = 1 - min(decay, (1 + step) / (10 + step))
-                for ema_p, p in zip(ema.parameters(), pl_module.denoiser.parameters()):
-                    ema_p.lerp_(p, rate)
+        for decay, ema in self.copies.items():
+            ema_step(ema, pl_module.denoiser, decay, pl_module.global_step)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
