@@ -54,6 +54,7 @@ REAL = {
     "lr": (0.0, None),
     "qpm": (0.0, None),
     "noise_level_scale": (0.0, None),
+    "min_snr_gamma": (0.0, None),
     "val_fraction": (0.0, 1.0),
     "eval_fraction": (0.0, 1.0),
     "ema_decay": (0.0, 1.0),

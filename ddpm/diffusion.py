@@ -48,7 +48,11 @@ class GaussianDiffusion(nn.Module):
         loss_weight: ``eps``: the simplified objective, every step alike (Ho et al.); ``v``: each step's
             eps error weighted by 1 / alpha_bar_t, which is the error of v = sqrt(alpha_bar) eps -
             sqrt(1 - alpha_bar) x_0 (Salimans & Ho 2022) of the same network: the noisy steps, where
-            a tune's large-scale shape is decided, count more.
+            a tune's large-scale shape is decided, count more; ``min_snr``: each step's eps error
+            weighted by min(SNR_t, gamma) / SNR_t with SNR_t = alpha_bar_t / (1 - alpha_bar_t) (Hang et
+            al. 2023, "Min-SNR weighting"): the nearly clean steps (SNR above ``min_snr_gamma``) count
+            less, the noisy ones as in ``eps``.
+        min_snr_gamma: the SNR above which ``min_snr`` down-weights a step (Hang et al.: 5).
     """
 
     def __init__(
@@ -59,7 +63,8 @@ class GaussianDiffusion(nn.Module):
         clip_x_start: bool = False,
         clip_value: float = 1.0,
         noise_level_scale: float = NOISE_LEVEL_SCALE,
-        loss_weight: Literal["eps", "v"] = "eps",
+        loss_weight: Literal["eps", "v", "min_snr"] = "eps",
+        min_snr_gamma: float = 5.0,
     ):
         super().__init__()
         if time_condition not in ("step", "noise_level", "continuous_noise_level"):
@@ -68,9 +73,12 @@ class GaussianDiffusion(nn.Module):
             )
         if sigma not in ("posterior", "beta"):
             raise ValueError(f"sigma must be 'posterior' or 'beta', got {sigma!r}")
-        if loss_weight not in ("eps", "v"):
-            raise ValueError(f"loss_weight must be 'eps' or 'v', got {loss_weight!r}")
+        if loss_weight not in ("eps", "v", "min_snr"):
+            raise ValueError(f"loss_weight must be 'eps', 'v' or 'min_snr', got {loss_weight!r}")
+        if not min_snr_gamma > 0:
+            raise ValueError(f"min_snr_gamma must be a positive SNR, got {min_snr_gamma!r}")
         self.loss_weight = loss_weight
+        self.min_snr_gamma = min_snr_gamma
         betas = torch.as_tensor(betas, dtype=torch.float64)
         if betas.ndim != 1 or not ((betas > 0) & (betas < 1)).all():
             raise ValueError("betas must be a 1-D tensor with values in (0, 1)")
@@ -163,7 +171,7 @@ class GaussianDiffusion(nn.Module):
         self_condition: float = 0.0,
     ) -> Tensor:
         """Simplified objective ||eps - eps_theta(x_t, t)||^2 of eq. (14), one value per example: [B]
-        (weighted by 1 / alpha_bar for ``loss_weight="v"``).
+        (weighted by 1 / alpha_bar for ``loss_weight="v"``, by min(SNR, gamma) / SNR for ``"min_snr"``).
 
         ``t`` defaults to uniform steps and ``noise`` to standard normal, both from ``generator``.
         ``self_condition``: the probability that the batch's denoiser also reads its own x_0
@@ -197,7 +205,16 @@ class GaussianDiffusion(nn.Module):
         else:
             eps = denoiser(x_t, cond)
         loss = (noise - eps).square().reshape(batch, -1).mean(dim=1)
-        return loss / level.flatten().square() if self.loss_weight == "v" else loss
+        return loss * self.step_weight(level.flatten())
+
+    def step_weight(self, level: Tensor) -> Tensor:
+        """The loss weight of each example's eps error, given its noise level sqrt(alpha_bar): [B]."""
+        if self.loss_weight == "v":
+            return 1 / level.square()
+        if self.loss_weight == "min_snr":
+            snr = level.square() / (1 - level.square())
+            return snr.clamp(max=self.min_snr_gamma) / snr
+        return torch.ones_like(level)
 
     def _self_conditioned(self, denoiser, x_t, cond, level, probability, generator) -> Tensor:
         """eps of ``denoiser(x_t, cond, x_0_hat)``: x_0_hat from a first pass with probability ``probability``

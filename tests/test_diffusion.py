@@ -342,6 +342,18 @@ def test_self_conditioning_hands_each_call_the_previous_x_start():
         assert torch.allclose(estimate, d.predict_start_from_noise(x_prev, t_prev, eps_prev), atol=1e-5)
 
 
+def _loss_as_seen(diffusion, x_start, noise, t):
+    """The per-example loss of a fixed affine eps network, with the x_t and condition it was shown and its eps."""
+    seen = {}
+
+    def net(x_t, cond):
+        seen["x_t"], seen["cond"] = x_t, cond
+        return 0.7 * x_t + 0.1
+
+    loss = diffusion.loss(net, x_start, t=t, noise=noise, generator=torch.Generator().manual_seed(3))
+    return loss, seen["x_t"], seen["cond"], net(seen["x_t"], seen["cond"])
+
+
 @pytest.mark.parametrize("condition", ["noise_level", "continuous_noise_level"])
 def test_v_loss_weight_is_the_error_of_v(condition):
     """loss_weight=v: per example ||v - v_hat||^2 with v = sqrt(ab) eps - sqrt(1 - ab) x_0 and v_hat made
@@ -350,21 +362,39 @@ def test_v_loss_weight_is_the_error_of_v(condition):
     v = GaussianDiffusion(mittal_betas(100, 1e-4, 0.1), time_condition=condition, loss_weight="v")
     plain = GaussianDiffusion(mittal_betas(100, 1e-4, 0.1), time_condition=condition)
     x_start, noise, t = torch.randn(6, 4, 3), torch.randn(6, 4, 3), torch.tensor([0, 10, 40, 70, 90, 99])
-    seen = {}
-
-    def net(x_t, cond):
-        seen["x_t"], seen["cond"] = x_t, cond
-        return 0.7 * x_t + 0.1
-
-    got = v.loss(net, x_start, t=t, noise=noise, generator=torch.Generator().manual_seed(3))
-    level = seen["cond"] / v.noise_level_scale  # sqrt(alpha_bar) of each example
-    ab = level.square().reshape(-1, 1, 1)
-    eps_hat = net(seen["x_t"], seen["cond"])
-    x0_hat = (seen["x_t"] - (1 - ab).sqrt() * eps_hat) / ab.sqrt()
+    got, x_t, cond, eps_hat = _loss_as_seen(v, x_start, noise, t)
+    ab = (cond / v.noise_level_scale).square().reshape(-1, 1, 1)  # alpha_bar of each example's level
+    x0_hat = (x_t - (1 - ab).sqrt() * eps_hat) / ab.sqrt()
     v_true, v_hat = ab.sqrt() * noise - (1 - ab).sqrt() * x_start, ab.sqrt() * eps_hat - (1 - ab).sqrt() * x0_hat
     assert torch.allclose(got, (v_true - v_hat).square().mean(dim=(1, 2)), rtol=1e-4)
-    base = plain.loss(net, x_start, t=t, noise=noise, generator=torch.Generator().manual_seed(3))
+    base = _loss_as_seen(plain, x_start, noise, t)[0]
     assert torch.allclose(base, (noise - eps_hat).square().mean(dim=(1, 2)))
     assert float(got[-1] / base[-1]) > 10  # the noisiest step counts most
-    with pytest.raises(ValueError, match="loss_weight must be 'eps' or 'v'"):
+    with pytest.raises(ValueError, match="loss_weight must be 'eps', 'v' or 'min_snr'"):
         GaussianDiffusion(mittal_betas(10, 1e-4, 0.1), loss_weight="x0")
+
+
+@pytest.mark.parametrize("condition", ["noise_level", "continuous_noise_level"])
+def test_min_snr_loss_weight_is_the_x0_error_times_the_clamped_snr(condition):
+    """loss_weight=min_snr (Hang et al. 2023): per example min(SNR, gamma) ||x_0 - x_0 hat||^2, x_0 hat made
+    of the network's eps at the level x_t was built from; the noisy steps (SNR < gamma) keep the eps loss."""
+    torch.manual_seed(0)
+    gamma, betas = 2.0, mittal_betas(100, 1e-4, 0.1)
+    weighted = GaussianDiffusion(betas, time_condition=condition, loss_weight="min_snr", min_snr_gamma=gamma)
+    plain = GaussianDiffusion(betas, time_condition=condition)
+    x_start, noise, t = torch.randn(6, 4, 3), torch.randn(6, 4, 3), torch.tensor([0, 5, 20, 50, 80, 99])
+    got, x_t, cond, eps_hat = _loss_as_seen(weighted, x_start, noise, t)
+    ab = (cond / weighted.noise_level_scale).square().double()
+    if condition == "noise_level":  # the discrete levels are the schedule's own alpha_bar_t
+        assert torch.allclose(ab, torch.cumprod(1 - betas.double(), 0)[t], rtol=1e-5)
+    snr, ab_ = ab / (1 - ab), ab.reshape(-1, 1, 1)
+    x0_hat = (x_t.double() - (1 - ab_).sqrt() * eps_hat.double()) / ab_.sqrt()
+    x0_error = (x_start.double() - x0_hat).square().mean(dim=(1, 2))
+    assert torch.allclose(got.double(), snr.clamp(max=gamma) * x0_error, rtol=1e-3)
+    base = _loss_as_seen(plain, x_start, noise, t)[0]
+    noisy = snr < gamma
+    assert 0 < noisy.sum() < len(t)  # both regimes are exercised
+    assert torch.allclose(got[noisy], base[noisy])
+    assert (got[~noisy] < base[~noisy]).all() and float(got[0] / base[0]) < 0.01  # the cleanest step counts least
+    with pytest.raises(ValueError, match="min_snr_gamma must be a positive SNR"):
+        GaussianDiffusion(mittal_betas(10, 1e-4, 0.1), loss_weight="min_snr", min_snr_gamma=0.0)
