@@ -7,8 +7,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from hydra.utils import instantiate
 
+from ddpm.errors import UserError
 from ddpm.io.tfrecords import read_latents
 from tests.helpers import compose_train, melody_overrides
 
@@ -78,6 +80,53 @@ def test_a_retrained_musicvae_makes_the_folder_stale(melody_run, tmp_path):
     assert stage.manifest() is None  # the latents were made with the old MusicVAE: rebuilt on next use
 
 
+def test_changed_midi_files_make_the_corpus_and_the_folder_stale(melody_run, tmp_path):
+    """The MIDI folder counts by its files' content, as the MusicVAE does: adding, changing or removing a
+    file re-extracts the corpus and rebuilds the latents on the next run, the same files reuse both."""
+    root, _ = melody_run
+    shutil.copytree(root / "midi", tmp_path / "midi")
+    shutil.copytree(root / "latents", tmp_path / "latents")
+    shutil.copytree(root / "cache", tmp_path / "cache")
+    extra = [f"prepare.corpus.midi_dir={tmp_path / 'midi'}", f"prepare.corpus.cache_dir={tmp_path / 'cache'}"]
+    stage = stage_for(root, tmp_path / "latents", *extra)
+    manifest = json.loads((tmp_path / "latents" / "manifest.json").read_text())
+    manifest["inputs"] |= stage.corpus.spec()  # as if made from this copy (the same files)
+    (tmp_path / "latents" / "manifest.json").write_text(json.dumps(manifest))
+    assert stage.manifest() is not None
+    tunes = stage.corpus.split()[2]["tunes"]
+
+    def caches() -> int:
+        return len(list((tmp_path / "cache").glob("*.npz")))
+
+    assert caches() == 2  # the copied one (keyed by the first folder's path) and this folder's
+
+    shutil.copy(tmp_path / "midi" / "tune00.mid", tmp_path / "midi" / "new tune.mid")  # a tune added
+    assert stage.manifest() is None
+    assert stage.run()["corpus"]["tunes"] == tunes + 1 and stage.manifest() is not None
+    (tmp_path / "midi" / "new tune.mid").write_bytes((tmp_path / "midi" / "tune01.mid").read_bytes())  # changed
+    assert stage.manifest() is None
+    (tmp_path / "midi" / "new tune.mid").unlink()  # removed: the first files again, their cache reused
+    assert caches() == 3
+    assert stage.corpus.split()[2]["tunes"] == tunes and caches() == 3
+
+
+def test_a_bad_input_leaves_the_folder_as_it_was(melody_run, tmp_path):
+    """The stale files go only once the corpus is read and the MusicVAE loaded: a MIDI folder that is not
+    there or a MusicVAE file that is not one is an error, and the latents made before are still whole."""
+    root, _ = melody_run
+    shutil.copytree(root / "latents", tmp_path / "latents")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "latents").iterdir() if p.is_file()}
+    (tmp_path / "vae.pt").write_bytes(b"not a checkpoint")
+    for extra in (f"prepare.corpus.midi_dir={tmp_path / 'absent'}", f"prepare.musicvae.path={tmp_path / 'vae.pt'}"):
+        stage = stage_for(root, tmp_path / "latents", extra)
+        assert stage.manifest() is None  # other inputs: the folder would be rebuilt...
+        with pytest.raises(UserError):
+            stage.run()
+        after = {p.name: p.read_bytes() for p in (tmp_path / "latents").iterdir() if p.is_file()}
+        assert after == before  # ...but the inputs are bad: nothing of it is touched
+    assert stage_for(root, tmp_path / "latents").manifest() is not None
+
+
 def test_prepare_py_runs_the_stage_alone_and_reports_bad_values(melody_run, tmp_path):
     root, _ = melody_run
     overrides = [o for o in melody_overrides(root) if o.startswith(("prepare", "+prepare"))]
@@ -105,6 +154,7 @@ def test_prepare_py_runs_the_stage_alone_and_reports_bad_values(melody_run, tmp_
             "prepare.py",
             f"prepare.corpus.midi_dir={folder}",
             f"prepare.corpus.cache_dir={tmp_path / 'c'}",
+            f"prepare.out_dir={tmp_path / 'lat'}",
             f"hydra.run.dir={run_dir}",
         ]
         res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -209,9 +209,25 @@ def midi_tunes(folder: str | Path, meters: str = "duple") -> tuple[list[Tune], d
     return tunes, dict(Counter(reason for _, reason in records if reason != "ok"))
 
 
+def _midi_files(folder: str | Path) -> list[Path]:
+    return sorted(Path(folder).rglob("*.mid*"))
+
+
+def midi_digest(folder: str | Path | None) -> str | None:
+    """A digest of the MIDI files under ``folder`` (their paths in it and their bytes), so that a folder
+    whose files were added, removed or changed is extracted again; ``None`` for no folder or a missing one."""
+    if not folder or not Path(folder).is_dir():
+        return None
+    digest = hashlib.sha256()
+    for path in _midi_files(folder):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{path.stat().st_size}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _midi_tunes(folder: str | Path, meters: str) -> tuple[list[Tune], list[tuple[str, str]]]:
     tunes, records = [], []
-    for path in sorted(Path(folder).rglob("*.mid*")):
+    for path in _midi_files(folder):
         try:
             events, meter = read_midi_melody(path)
         except Exception:  # noqa: BLE001 - unreadable or empty MIDI file
@@ -261,17 +277,18 @@ def load_melodies(
 
     collections = list(collections or [])
     bar_fits(16, meters)
+    if midi_dir:  # checked before the cache (its key reads the files) and the collections' long extraction
+        folder = Path(midi_dir)
+        if not folder.is_dir():
+            raise MissingFileError(f"corpus.midi_dir={midi_dir}: no such folder (expected a folder of .mid files)")
+        if not _midi_files(folder):
+            raise MissingFileError(f"corpus.midi_dir={midi_dir}: no .mid or .midi files in it")
     key = {"collections": collections, "midi_dir": str(midi_dir) if midi_dir else None, "meters": meters}
+    key |= {"midi_files": midi_digest(midi_dir)} if midi_dir else {}  # the folder's content, not just its name
     spec = json.dumps({**key, "music21": music21.__version__, "v": EXTRACTION_VERSION})
     cache = Path(cache_dir) / f"melodies-{hashlib.sha256(spec.encode()).hexdigest()[:12]}.npz"
     if cache.exists():
         return _load_cache(cache)
-    if midi_dir:  # checked before the collections' extraction, which takes a while
-        folder = Path(midi_dir)
-        if not folder.is_dir():
-            raise MissingFileError(f"corpus.midi_dir={midi_dir}: no such folder (expected a folder of .mid files)")
-        if not any(folder.rglob("*.mid*")):
-            raise MissingFileError(f"corpus.midi_dir={midi_dir}: no .mid or .midi files in it")
     start = time.perf_counter()
     tunes, records = extract_files(corpus_files(collections), workers, meters) if collections else ([], [])
     if midi_dir:
@@ -354,10 +371,12 @@ class Corpus:
         self.workers, self.meters = int(workers), meters
 
     def spec(self) -> dict:
-        """What the tunes and their split depend on (recorded in a latent folder's manifest)."""
+        """What the tunes and their split depend on (recorded in a latent folder's manifest): the MIDI
+        folder counts by its files' content, so a folder whose files changed makes the latents stale."""
         return {
             "collections": self.collections,
             "midi_dir": self.midi_dir,
+            **({"midi_files": midi_digest(self.midi_dir)} if self.midi_dir else {}),
             "meters": self.meters,
             "eval_fraction": self.eval_fraction,
             "split_seed": self.seed,

@@ -157,7 +157,6 @@ class MelodyLatents:
         if manifest is not None:
             log.info("latent folder %s is up to date (%s)", self.out_dir, MANIFEST)
             return manifest
-        self._remove_stale()
         seconds = {}
         start = time.perf_counter()
         train_tunes, eval_tunes, corpus_report = self.corpus.split()
@@ -166,6 +165,7 @@ class MelodyLatents:
         start = time.perf_counter()
         model = self.musicvae.load_or_train(windows(train_tunes), windows(eval_tunes), self.out_dir)
         seconds["musicvae"] = time.perf_counter() - start
+        self._remove_stale()  # only once the corpus and the MusicVAE are there: a bad input leaves the old folder
         start = time.perf_counter()
         counts, dims = {}, None
         for split, tunes in (("train", train_tunes), ("eval", eval_tunes)):
