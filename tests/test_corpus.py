@@ -264,3 +264,60 @@ def test_extraction_logs_progress(caplog):
         tunes, records = corpus.extract_files(files, workers=2, meters="all")
     assert len(records) >= 3 and tunes
     assert any(m.startswith("corpus: parsed 3/3 tunes (100%), 3/3 files") for m in caplog.messages)
+
+
+def _band(path, parts, meter=(4, 4)):
+    """A multi-track MIDI file at 120 bpm (a 16th step = 0.125 s): parts are (program, is_drum, [(pitch, step)])."""
+    midi = pretty_midi.PrettyMIDI(initial_tempo=120.0)
+    for program, drum, notes in parts:
+        track = pretty_midi.Instrument(program, is_drum=drum)
+        track.notes = [pretty_midi.Note(90, p, s * 0.125, (s + 2) * 0.125) for p, s in notes]
+        midi.instruments.append(track)
+    midi.time_signature_changes = [pretty_midi.TimeSignature(*meter, 0.0)]
+    midi.write(str(path))
+
+
+def test_each_track_of_a_midi_file_is_a_melody_from_the_bar_of_its_first_note(tmp_path):
+    tune = [(60 + p, 37 + 4 * i) for i, p in enumerate([0, 2, 4, 5, 7, 9])]  # enters in bar 3, step 5 of it
+    bass = [(36 + 7 * (i % 2) + i % 5, 8 * i) for i in range(12)]  # more notes, from step 0
+    parts = [
+        (0, False, tune),
+        (33, False, bass),
+        (40, False, tune),  # strings doubling the tune: left out
+        (48, False, [(60, 16 * i) for i in range(4)] + [(64, 16 * i + 8) for i in range(4)]),  # 2 pitches: no melody
+        (0, True, [(36, 4 * i) for i in range(40)]),  # drums: never read
+    ]
+    _band(tmp_path / "band.mid", parts)
+    tunes, skipped = midi_tunes(tmp_path, tracks="each")
+    assert skipped == {"doubled track": 1, "fewer than 5 pitches": 1}
+    assert [t.title for t in tunes] == ["band", "band"]  # one title: both tracks land on one side of the split
+    bass_tune, melody = tunes
+    assert len({t.source for t in tunes}) == 2
+    expected = np.zeros(32, dtype=int)
+    expected[[5, 9, 13, 17, 21, 25]] = np.array([60, 62, 64, 65, 67, 69]) - MIN_PITCH + 2
+    expected[[7, 11, 15, 19, 23]] = NOTE_OFF  # the last note lasts to the window's end, as in every tune
+    assert melody.events.tolist() == expected.tolist()  # the first 32 steps, 2 bars of silence, are cut
+    assert np.flatnonzero(bass_tune.events >= 2)[:3].tolist() == [0, 8, 16]
+    tunes, skipped = midi_tunes(tmp_path, tracks="longest")
+    assert len(tunes) == 1 and tunes[0].events.tolist() == bass_tune.events.tolist() and skipped == {}
+
+
+def test_the_midi_tracks_option_is_checked_and_keys_the_cache_and_the_spec(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _band(
+        folder / "duo.mid",
+        [(0, False, [(60 + i % 7, 4 * i) for i in range(9)]), (1, False, [(48 + i, 8 * i) for i in range(5)])],
+    )
+    cache = tmp_path / "cache"
+    each, _ = load_melodies(cache, [], str(folder), midi_tracks="each")
+    longest, _ = load_melodies(cache, [], str(folder), midi_tracks="longest")
+    assert (len(each), len(longest)) == (2, 1) and len(list(cache.glob("*.npz"))) == 2
+    with pytest.raises(
+        ConfigError, match=r"prepare\.corpus\.midi_tracks: got 'all'; expected one of \['each', 'longest'\]"
+    ):
+        corpus.Corpus([], str(folder), midi_tracks="all")
+    specs = [corpus.Corpus([], str(folder), midi_tracks=t).spec() for t in ("each", "longest")]
+    assert specs[0] != specs[1]  # latents made from the other reading are stale
+    folk = corpus.Corpus(["miscFolk"]).spec()
+    assert "midi_tracks" not in folk  # without a MIDI folder the option changes nothing: old manifests stay valid

@@ -28,7 +28,7 @@ import numpy as np
 from ddpm.errors import ConfigError, MissingFileError
 from ddpm.io.atomic import atomic_path
 from ddpm.music import abc
-from ddpm.music.events import STEPS_PER_QUARTER, WINDOW_STEPS, Note, notes_to_events, read_midi_melody
+from ddpm.music.events import STEPS_PER_QUARTER, WINDOW_STEPS, Note, notes_to_events, read_midi_tracks
 from ddpm.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,9 @@ class Tune:
 
 METERS = ("duple", "all")
 EXTRACTION_VERSION = 3  # bump when the events of a tune change, so that older caches are not reused
+MIDI_TRACKS = ("each", "longest")  # every track a melody (Magenta's practice), or the one with the most notes
+MIDI_VERSION = 2  # the same, for the MIDI folder's tunes alone (2: tracks, first-bar start, 5 pitches)
+MIN_PITCHES = 5  # a MIDI track with fewer distinct pitches is no melody (Magenta's min_unique_pitches)
 
 
 def corpus_root() -> Path:
@@ -203,9 +206,9 @@ def corpus_files(collections: list[str]) -> list[Path]:
     return [p for c in collections for p in sorted(root.glob(COLLECTIONS[c]))]
 
 
-def midi_tunes(folder: str | Path, meters: str = "duple") -> tuple[list[Tune], dict[str, int]]:
+def midi_tunes(folder: str | Path, meters: str = "duple", tracks: str = "each") -> tuple[list[Tune], dict[str, int]]:
     """Melodies from a folder of ``.mid``/``.midi`` files, through the same grid and meter rules."""
-    tunes, records = _midi_tunes(folder, meters)
+    tunes, records = _midi_tunes(folder, meters, tracks)
     return tunes, dict(Counter(reason for _, reason in records if reason != "ok"))
 
 
@@ -225,22 +228,53 @@ def midi_digest(folder: str | Path | None) -> str | None:
     return digest.hexdigest()[:16]
 
 
-def _midi_tunes(folder: str | Path, meters: str) -> tuple[list[Tune], list[tuple[str, str]]]:
+def check_tracks(tracks: str) -> str:
+    if tracks not in MIDI_TRACKS:
+        raise ConfigError(f"prepare.corpus.midi_tracks: got {tracks!r}; expected one of {list(MIDI_TRACKS)}")
+    return tracks
+
+
+def _midi_tunes(folder: str | Path, meters: str, tracks: str = "each") -> tuple[list[Tune], list[tuple[str, str]]]:
+    """Tunes of a MIDI folder and (meter, "ok" or why skipped) for each track read (one for a file skipped whole)."""
+    check_tracks(tracks)
     tunes, records = [], []
     for path in _midi_files(folder):
         try:
-            events, meter = read_midi_melody(path)
+            lines, meter = read_midi_tracks(path)
         except Exception:  # noqa: BLE001 - unreadable or empty MIDI file
             records.append(("unknown", "unreadable midi"))
             continue
         numerator, denominator = (int(x) for x in meter.split("/"))
-        if not bar_fits(Fraction(numerator * 4 * STEPS_PER_QUARTER, denominator), meters):
+        bar = Fraction(numerator * 4 * STEPS_PER_QUARTER, denominator)
+        if not bar_fits(bar, meters):
             records.append((meter, f"meter {meter}"))
             continue
-        tune, reason = events_to_tune(events, path.stem, str(path), meter)
-        tunes += [tune] if tune is not None else []
-        records.append((meter, reason))
+        seen: list[np.ndarray] = []
+        for k, events in enumerate(lines[:1] if tracks == "longest" else lines):
+            events, reason = melody_line(events, int(bar), seen)
+            tune, reason = events_to_tune(events, path.stem, f"{path}#{k}", meter) if reason == "ok" else (None, reason)
+            tunes += [tune] if tune is not None else []
+            records.append((meter, reason))
     return tunes, records
+
+
+def melody_line(events: np.ndarray, bar: int, seen: list[np.ndarray]) -> tuple[np.ndarray, str]:
+    """One MIDI track's events -> (them from the bar of the first note, "ok" or why they are no melody).
+
+    Magenta's melody extraction (``melodies_lib.extract_melodies``) starts a melody at the bar of its
+    first note and keeps lines of at least 5 distinct pitches; a track that repeats an earlier track
+    of the file note for note (a doubled part) is left out, so it is not learned twice.
+    """
+    onsets = np.flatnonzero(events >= 2)
+    if len(onsets) == 0:
+        return events, "no notes"
+    events = events[onsets[0] // bar * bar :]
+    if len(np.unique(events[events >= 2])) < MIN_PITCHES:
+        return events, f"fewer than {MIN_PITCHES} pitches"
+    if any(len(e) == len(events) and (e == events).all() for e in seen):
+        return events, "doubled track"
+    seen.append(events)
+    return events, "ok"
 
 
 def split_by_title(tunes: list[Tune], eval_fraction: float = 0.1, seed: int = 0) -> tuple[list[Tune], list[Tune]]:
@@ -264,11 +298,13 @@ def load_melodies(
     midi_dir: str | None = None,
     workers: int = 2,
     meters: str = "duple",
+    midi_tracks: str = "each",
 ) -> tuple[list[Tune], dict]:
     """Tunes of ``collections`` (music21 corpus) plus ``midi_dir``, cached in ``cache_dir``.
 
     Args:
         meters: "all" keeps every meter on the 16th grid; "duple" only meters whose bar divides 32 steps.
+        midi_tracks: "each" makes every track of a MIDI file a tune; "longest" only its track with most notes.
 
     Returns (tunes, report): the report counts tunes, windows, skip reasons, and kept/skipped tunes
     per meter ("none": no meter given; "changing": more than one).
@@ -277,6 +313,7 @@ def load_melodies(
 
     collections = list(collections or [])
     bar_fits(16, meters)
+    check_tracks(midi_tracks)
     if midi_dir:  # checked before the cache (its key reads the files) and the collections' long extraction
         folder = Path(midi_dir)
         if not folder.is_dir():
@@ -284,7 +321,8 @@ def load_melodies(
         if not _midi_files(folder):
             raise MissingFileError(f"corpus.midi_dir={midi_dir}: no .mid or .midi files in it")
     key = {"collections": collections, "midi_dir": str(midi_dir) if midi_dir else None, "meters": meters}
-    key |= {"midi_files": midi_digest(midi_dir)} if midi_dir else {}  # the folder's content, not just its name
+    if midi_dir:  # the folder's content, not just its name, and how its files are read
+        key |= {"midi_files": midi_digest(midi_dir), "midi_tracks": midi_tracks, "midi_v": MIDI_VERSION}
     spec = json.dumps({**key, "music21": music21.__version__, "v": EXTRACTION_VERSION})
     cache = Path(cache_dir) / f"melodies-{hashlib.sha256(spec.encode()).hexdigest()[:12]}.npz"
     if cache.exists():
@@ -292,7 +330,7 @@ def load_melodies(
     start = time.perf_counter()
     tunes, records = extract_files(corpus_files(collections), workers, meters) if collections else ([], [])
     if midi_dir:
-        more, more_records = _midi_tunes(midi_dir, meters)
+        more, more_records = _midi_tunes(midi_dir, meters, midi_tracks)
         tunes, records = tunes + more, records + more_records
     skipped = dict(Counter(reason for _, reason in records if reason != "ok"))
     if not tunes:
@@ -352,6 +390,7 @@ class Corpus:
         cache_dir: where the extracted tunes are cached (keyed by this spec and music21's version).
         eval_fraction: share of titles held out; seed: the split's seed.
         workers: parser processes; meters: "duple" or "all" (see ``bar_fits``).
+        midi_tracks: "each" (every track of a MIDI file a tune) or "longest" (its track with most notes).
     """
 
     def __init__(
@@ -363,8 +402,10 @@ class Corpus:
         seed: int = 0,
         workers: int = 2,
         meters: str = "duple",
+        midi_tracks: str = "each",
     ):
-        bar_fits(16, meters)  # checks the value
+        bar_fits(16, meters)  # checks the values
+        self.midi_tracks = check_tracks(midi_tracks)
         self.collections = [str(c) for c in collections]
         self.midi_dir = str(midi_dir) if midi_dir else None
         self.cache_dir, self.eval_fraction, self.seed = Path(cache_dir), float(eval_fraction), int(seed)
@@ -376,14 +417,19 @@ class Corpus:
         return {
             "collections": self.collections,
             "midi_dir": self.midi_dir,
-            **({"midi_files": midi_digest(self.midi_dir)} if self.midi_dir else {}),
+            **(self._midi_spec() if self.midi_dir else {}),
             "meters": self.meters,
             "eval_fraction": self.eval_fraction,
             "split_seed": self.seed,
         }
 
+    def _midi_spec(self) -> dict:
+        return {"midi_files": midi_digest(self.midi_dir), "midi_tracks": self.midi_tracks, "midi_v": MIDI_VERSION}
+
     def split(self) -> tuple[list[Tune], list[Tune], dict]:
         """(train tunes, eval tunes, report): extracted once, then read from the cache."""
-        tunes, report = load_melodies(self.cache_dir, self.collections, self.midi_dir, self.workers, self.meters)
+        tunes, report = load_melodies(
+            self.cache_dir, self.collections, self.midi_dir, self.workers, self.meters, self.midi_tracks
+        )
         train, evals = split_by_title(tunes, self.eval_fraction, self.seed)
         return train, evals, report

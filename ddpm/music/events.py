@@ -101,10 +101,18 @@ def read_midi(path: str | Path) -> tuple[np.ndarray, int]:
 
 
 def read_midi_melody(path: str | Path) -> tuple[np.ndarray, str]:
-    """A MIDI file -> (events on the 16th grid, meter as "numerator/denominator").
+    """A MIDI file -> (events of its non-drum track with the most notes, meter): see ``read_midi_tracks``."""
+    tracks, meter = read_midi_tracks(path)
+    return tracks[0], meter
 
-    Takes the non-drum instrument with the most notes, reads the grid from its tempo map
-    (beats as MIDI quarter notes), and the meter from the first time signature (4/4 if none).
+
+def read_midi_tracks(path: str | Path) -> tuple[list[np.ndarray], str]:
+    """A MIDI file -> (events on the 16th grid of each non-drum track with notes, most notes first;
+    meter as "numerator/denominator").
+
+    Reads the grid from the file's tempo map (beats as MIDI quarter notes) and the meter from the
+    first time signature (4/4 if none); a pickup written as a short first bar is padded to a full bar.
+    Every track keeps the file's time line, so all start at the file's step 0.
     """
     import pretty_midi
 
@@ -112,23 +120,28 @@ def read_midi_melody(path: str | Path) -> tuple[np.ndarray, str]:
     instruments = [i for i in midi.instruments if not i.is_drum and i.notes]
     if not instruments:
         raise ValueError(f"{path}: no pitched notes")
-    instrument = max(instruments, key=lambda i: len(i.notes))
+    instruments.sort(key=lambda i: -len(i.notes))  # stable: of equal counts the earlier track first
     ticks_per_step = midi.resolution / STEPS_PER_QUARTER
-    notes = [
-        Note(
-            n.pitch,
-            round(midi.time_to_tick(n.start) / ticks_per_step),
-            round(midi.time_to_tick(n.end) / ticks_per_step),
+
+    def grid(instrument) -> np.ndarray:
+        return notes_to_events(
+            [
+                Note(
+                    n.pitch,
+                    round(midi.time_to_tick(n.start) / ticks_per_step),
+                    round(midi.time_to_tick(n.end) / ticks_per_step),
+                )
+                for n in instrument.notes
+            ]
         )
-        for n in instrument.notes
-    ]
+
+    tracks = [grid(i) for i in instruments]
     signatures = sorted(midi.time_signature_changes, key=lambda ts: ts.time)
-    events = notes_to_events(notes)
     if len(signatures) >= 2:  # a pickup written as a short first bar (3/4 tune: 1/4, then 3/4)?
         pickup, meter = (ts.numerator * 4 * STEPS_PER_QUARTER / ts.denominator for ts in signatures[:2])
         second = midi.time_to_tick(signatures[1].time) / ticks_per_step
         if midi.time_to_tick(signatures[0].time) == 0 and pickup < meter and abs(second - pickup) < 0.01:
             if meter - pickup == int(meter - pickup):  # pad it to a full bar, as the ABC path does
-                events, signatures = np.pad(events, (int(meter - pickup), 0)), signatures[1:]
+                tracks, signatures = [np.pad(t, (int(meter - pickup), 0)) for t in tracks], signatures[1:]
     ts = signatures[0] if signatures else None
-    return events, "4/4" if ts is None else f"{ts.numerator}/{ts.denominator}"
+    return tracks, "4/4" if ts is None else f"{ts.numerator}/{ts.denominator}"
