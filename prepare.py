@@ -21,7 +21,8 @@ def prepare_or_discard(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path="conf", config_name="prepare")
 def main(cfg: DictConfig) -> None:
     manifest = run_or_exit(lambda: prepare_or_discard(cfg))
-    print(json.dumps({k: manifest[k] for k in ("input_shape", "active_dims", "splits", "seconds")}))
+    keys = ("input_shape", "active_dims", "musicvae_fit", "splits", "seconds")
+    print(json.dumps({k: manifest[k] for k in keys if k in manifest}))  # a folder made before session 24 has no fit
 
 
 if __name__ == "__main__":

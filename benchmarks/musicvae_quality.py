@@ -21,24 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import CONF  # noqa: E402
 from ddpm.music.prepare import active_dims, windows  # noqa: E402
-from ddpm.music.vae_io import encode_windows, load_musicvae  # noqa: E402
-
-
-def reconstruction(model, events: np.ndarray, keep: list[int] | None = None, batch: int = 1024) -> tuple[float, float]:
-    """Greedy decoding from mu; with ``keep``, only those dims of mu, the rest N(0, 1) as the chain decodes."""
-    correct = []
-    rng = np.random.default_rng(0)
-    with torch.no_grad():
-        for s in range(0, len(events), batch):
-            x = torch.from_numpy(events[s : s + batch])
-            mu, _ = model.encode(x)
-            if keep is not None:
-                z = torch.from_numpy(rng.standard_normal(mu.shape, dtype=np.float32))
-                z[:, keep] = mu[:, keep]
-                mu = z
-            correct.append((model.generate(mu) == x).numpy())
-    correct = np.concatenate(correct)
-    return float(correct.mean()), float(correct.all(axis=1).mean())
+from ddpm.music.vae_io import encode_windows, load_musicvae, reconstruction  # noqa: E402
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from hydra.utils import instantiate
 
 from ddpm.errors import UserError
@@ -30,6 +31,8 @@ def test_manifest_records_inputs_counts_and_stage_times(melody_run):
     assert len(manifest["inputs"]["musicvae_sha256"]) == 16
     assert manifest["input_shape"] == [4, 512] and manifest["active_dims"] == 512  # threshold 0: all
     assert set(manifest["seconds"]) == {"corpus", "musicvae", "latents"}
+    fit = manifest["musicvae_fit"]  # the tiny MusicVAE's fit on every held-out window (fewer than 2,048)
+    assert fit["windows"] == manifest["splits"]["eval"]["windows"] and 0 <= fit["exact"] <= fit["tokens"] <= 1
     evals = sum(len(read_latents(p)) for p in sorted((root / "latents").glob("eval-*.tfrecord")))
     assert manifest["splits"]["eval"]["sequences"] == evals > 0
     with np.load(root / "latents" / "eval_events.npz") as data:
@@ -160,3 +163,31 @@ def test_prepare_py_runs_the_stage_alone_and_reports_bad_values(melody_run, tmp_
         res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert res.returncode == 2 and res.stderr.strip().splitlines()[-1] == f"error: corpus.midi_dir={folder}: {why}"
         assert not run_dir.parent.exists() and (tmp_path / "refused").is_dir()
+
+
+class _LossyVAE(torch.nn.Module):
+    """z = the window's events as numbers; decoding gives them back but for every 4th step (set to 0)."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def encode(self, x):
+        return x.float(), torch.ones_like(x, dtype=torch.float)
+
+    def generate(self, z):
+        events = z.round().long()
+        events[:, ::4] = 0
+        return events
+
+
+def test_musicvae_fit_counts_the_events_given_back_and_warns_when_few(caplog):
+    from ddpm.music.prepare import musicvae_fit
+
+    events = np.random.default_rng(0).integers(10, 90, (10, 32))  # no N(0, 1) draw rounds to 10 or more
+    with caplog.at_level("INFO", logger="ddpm.music.prepare"):
+        fit = musicvae_fit(_LossyVAE(), events, dims=list(range(16)), most=3)
+    # 3 of 10 windows; 3 of 4 steps right, no window whole; from dims 0-15 only, 12 of 32 steps.
+    assert fit == {"windows": 3, "tokens": 0.75, "exact": 0.0, "tokens_active": 0.375}
+    assert "musicvae: 3 held-out windows" in caplog.text and "train one on them" in caplog.text
+    assert musicvae_fit(_LossyVAE(), np.zeros((0, 32), np.int64), []) == {}
