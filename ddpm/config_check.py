@@ -46,6 +46,7 @@ INTEGER = {
     "every_n_train_steps": (1, None),
     "log_every_n_steps": (1, None),
     "render_n": (0, None),
+    "infill_track": (0, None),
     "num_workers": (0, None),
     "patience": (0, None),
     "seed": (0, 2**32 - 1),

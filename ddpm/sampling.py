@@ -181,16 +181,19 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def midi_melody(path: str | Path, steps: int) -> np.ndarray:
-    """A user's MIDI file -> ``steps`` melody events: cut to length, or played again from the start
-    until long enough (as short tunes are in training)."""
+def midi_melody(path: str | Path, steps: int, track: int | None = None) -> np.ndarray:
+    """A user's MIDI file -> ``steps`` melody events of its pitched track ``track`` (file order; by default
+    the one with the most notes): cut to length, or played again from the start until long enough (as
+    short tunes are in training)."""
     from ddpm.music.events import WINDOW_STEPS, read_midi
 
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"infill_midi={path}: no such file (expected a .mid file with a melody)")
     try:
-        events, _ = read_midi(path)
+        events, _ = read_midi(path, track)
+    except IndexError as e:
+        raise ConfigError(f"infill_track={track}: {path.name}: {str(e).split(': ', 1)[1]}") from e
     except Exception as e:  # noqa: BLE001 - pretty_midi/mido raise many kinds on bad files
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise ConfigError(f"infill_midi={path}: not a readable MIDI melody ({first})") from e
@@ -201,13 +204,14 @@ def midi_melody(path: str | Path, steps: int) -> np.ndarray:
 
 
 def infill_inputs(
-    codec, frames, n: int, midi: str | None = None, run_config: dict | None = None
+    codec, frames, n: int, midi: str | None = None, run_config: dict | None = None, track: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """(known, mask, originals) for infilling frames ``[start, end)``.
 
     ``known`` is model space ``[n, frames, kept]``; ``originals`` the same sequences in the original
     latent space with every dimension (the stored means): the first ``n`` eval sequences of the run
-    (``run_config``), or ``n`` copies of the melody of the MIDI file ``midi`` encoded with the run's MusicVAE.
+    (``run_config``), or ``n`` copies of the melody of the MIDI file ``midi`` (its pitched track ``track``,
+    by default the one with the most notes) encoded with the run's MusicVAE.
     """
     if len(codec.sample_shape) != 2:
         raise ConfigError(f"infill needs sequence data [frames, dims]; this model's samples are {codec.sample_shape}")
@@ -218,7 +222,7 @@ def infill_inputs(
     if midi is not None:
         if not hasattr(codec, "encode_latents"):
             raise ConfigError(f"infill_midi={midi}: this model is not a melody model ({type(codec).__name__})")
-        melody = midi_melody(midi, length * 32)
+        melody = midi_melody(midi, length * 32, track)
         originals = np.repeat(codec.encode_latents(melody[None]), n, axis=0)
     else:
         originals = eval_latents(run_config, n)
@@ -254,9 +258,11 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
         module.compile_sampling()
     if cfg.get("infill_midi") and not cfg.get("infill"):
         raise ConfigError(f"infill_midi={cfg.infill_midi} needs infill=[start,end]: the frames to regenerate")
-    infill = cfg.get("infill")
+    if cfg.get("infill_track") is not None and not cfg.get("infill_midi"):
+        raise ConfigError(f"infill_track={cfg.infill_track} needs infill_midi=<file>: the file it is a track of")
+    infill, midi, track = cfg.get("infill"), cfg.get("infill_midi"), cfg.get("infill_track")
     known, mask, originals = (
-        infill_inputs(codec, infill, cfg.n, cfg.get("infill_midi"), ckpt["run_config"]) if infill else (None,) * 3
+        infill_inputs(codec, infill, cfg.n, midi, ckpt["run_config"], track) if infill else (None,) * 3
     )
     sampler = build_sampler(cfg.sampler, module.diffusion)
     evaluations = sampler.evaluations(module.diffusion)
@@ -290,6 +296,7 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
         "seed": cfg.seed,
         "infill": list(cfg.infill) if cfg.get("infill") else None,
         "infill_midi": cfg.get("infill_midi"),
+        "infill_track": cfg.get("infill_track"),
         "periods": periods.tolist() if periods is not None else None,  # frames per loop; 0: no repeat
         "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
         "spread": module.spread if known is None else 1.0,

@@ -512,3 +512,41 @@ def test_infilling_copies_the_kept_frames_of_the_loop_it_shows(melody_run, tmp_p
         generated = np.load(out / "generated.npz")["samples"]
         np.testing.assert_array_equal(generated[:, [0, 2, 3]], originals[:n, [0, 2, 3]])
         assert np.array_equal(generated[two[:n], 1], originals[:n][two[:n], 3]) == loops
+
+
+def test_infill_track_picks_a_track_of_the_users_file(melody_run, tmp_path):
+    """By default the pitched track with the most notes (not the first, not the drums); infill_track=k the
+    k-th pitched track in file order; a track the file does not have, or infill_track without a file, is
+    a one-line error."""
+    import pretty_midi
+
+    from ddpm.errors import ConfigError
+    from ddpm.sampling import midi_melody, sample
+
+    midi = pretty_midi.PrettyMIDI(initial_tempo=120.0)  # a 16th step = 0.125 s
+    for program, drum, pitches, every in [
+        (0, True, [36] * 40, 1),
+        (0, False, [72, 74, 76, 77], 8),
+        (33, False, [40, 43] * 8, 4),
+    ]:
+        track = pretty_midi.Instrument(program, is_drum=drum)
+        track.notes = [
+            pretty_midi.Note(90, p, i * every * 0.125, (i * every + 1) * 0.125) for i, p in enumerate(pitches)
+        ]
+        midi.instruments.append(track)
+    song = tmp_path / "band.mid"
+    midi.write(str(song))
+
+    def onsets(track=None):
+        events = midi_melody(song, 64, track)
+        return np.flatnonzero(events >= 2).tolist(), (events[events >= 2] + 19).tolist()
+
+    assert onsets() == onsets(1) == (list(range(0, 64, 4)), [40, 43] * 8)  # the bass: 16 notes against 4
+    assert onsets(0) == ([0, 8, 16, 24, 32, 40, 48, 56], [72, 74, 76, 77] * 2)  # the tune, played again
+    _, run = melody_run
+    cfg = sample_cfg([f"ckpt={run / 'last.ckpt'}", "n=2", "infill=[1,3]", f"infill_midi={song}", "infill_track=2"])
+    with pytest.raises(ConfigError, match=r"^infill_track=2: band\.mid: the file has 2 pitched tracks \(0 to 1\)$"):
+        sample(cfg)
+    cfg = sample_cfg([f"ckpt={run / 'last.ckpt'}", "n=2", "infill=[1,3]", "infill_track=0"])
+    with pytest.raises(ConfigError, match=r"^infill_track=0 needs infill_midi=<file>"):
+        sample(cfg)

@@ -28,7 +28,14 @@ import numpy as np
 from ddpm.errors import ConfigError, MissingFileError
 from ddpm.io.atomic import atomic_path
 from ddpm.music import abc
-from ddpm.music.events import STEPS_PER_QUARTER, WINDOW_STEPS, Note, notes_to_events, read_midi_tracks
+from ddpm.music.events import (
+    STEPS_PER_QUARTER,
+    WINDOW_STEPS,
+    Note,
+    most_notes,
+    notes_to_events,
+    read_midi_tracks,
+)
 from ddpm.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -250,8 +257,8 @@ def _midi_tunes(folder: str | Path, meters: str, tracks: str = "each") -> tuple[
             records.append((meter, f"meter {meter}"))
             continue
         seen: list[np.ndarray] = []
-        for k, events in enumerate(lines[:1] if tracks == "longest" else lines):
-            events, reason = melody_line(events, int(bar), seen)
+        for k in [most_notes(lines)] if tracks == "longest" else range(len(lines)):
+            events, reason = melody_line(lines[k], int(bar), seen)
             tune, reason = events_to_tune(events, path.stem, f"{path}#{k}", meter) if reason == "ok" else (None, reason)
             tunes += [tune] if tune is not None else []
             records.append((meter, reason))

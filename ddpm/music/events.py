@@ -92,22 +92,32 @@ def write_midi(events: np.ndarray, path: str | Path, qpm: float = 120.0, program
     return path
 
 
-def read_midi(path: str | Path) -> tuple[np.ndarray, int]:
-    """A MIDI file -> (events on the 16th grid, steps per bar; 0 where a bar is not a whole number of steps)."""
-    events, meter = read_midi_melody(path)
+def read_midi(path: str | Path, track: int | None = None) -> tuple[np.ndarray, int]:
+    """A MIDI file -> (events on the 16th grid, steps per bar; 0 where a bar is not a whole number of steps)
+    of its pitched track ``track`` (file order, from 0), by default the one with the most notes."""
+    events, meter = read_midi_melody(path, track)
     numerator, denominator = (int(x) for x in meter.split("/"))
     steps, remainder = divmod(numerator * 4 * STEPS_PER_QUARTER, denominator)
     return events, 0 if remainder else steps
 
 
-def read_midi_melody(path: str | Path) -> tuple[np.ndarray, str]:
-    """A MIDI file -> (events of its non-drum track with the most notes, meter): see ``read_midi_tracks``."""
+def read_midi_melody(path: str | Path, track: int | None = None) -> tuple[np.ndarray, str]:
+    """A MIDI file -> (events of its pitched track ``track``, by default the one with the most notes; meter)."""
     tracks, meter = read_midi_tracks(path)
-    return tracks[0], meter
+    if track is None:
+        return tracks[most_notes(tracks)], meter
+    if not 0 <= track < len(tracks):
+        raise IndexError(f"track {track}: the file has {len(tracks)} pitched tracks (0 to {len(tracks) - 1})")
+    return tracks[track], meter
+
+
+def most_notes(tracks: list[np.ndarray]) -> int:
+    """Index of the track with the most note onsets (the first of equals): a file's melody by default."""
+    return max(range(len(tracks)), key=lambda k: (int((tracks[k] >= 2).sum()), -k))
 
 
 def read_midi_tracks(path: str | Path) -> tuple[list[np.ndarray], str]:
-    """A MIDI file -> (events on the 16th grid of each non-drum track with notes, most notes first;
+    """A MIDI file -> (events on the 16th grid of each non-drum track with notes, in file order;
     meter as "numerator/denominator").
 
     Reads the grid from the file's tempo map (beats as MIDI quarter notes) and the meter from the
@@ -120,7 +130,6 @@ def read_midi_tracks(path: str | Path) -> tuple[list[np.ndarray], str]:
     instruments = [i for i in midi.instruments if not i.is_drum and i.notes]
     if not instruments:
         raise ValueError(f"{path}: no pitched notes")
-    instruments.sort(key=lambda i: -len(i.notes))  # stable: of equal counts the earlier track first
     ticks_per_step = midi.resolution / STEPS_PER_QUARTER
 
     def grid(instrument) -> np.ndarray:
