@@ -321,3 +321,20 @@ def test_the_midi_tracks_option_is_checked_and_keys_the_cache_and_the_spec(tmp_p
     assert specs[0] != specs[1]  # latents made from the other reading are stale
     folk = corpus.Corpus(["miscFolk"]).spec()
     assert "midi_tracks" not in folk  # without a MIDI folder the option changes nothing: old manifests stay valid
+
+
+def test_a_midi_folder_is_read_in_worker_processes_with_progress(tmp_path, caplog):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _band(
+        folder / "a.mid",
+        [(0, False, [(60 + i % 7, 4 * i) for i in range(9)]), (1, False, [(48 + i, 8 * i) for i in range(5)])],
+    )
+    _midi_with_meters(folder / "b.mid", [(2, 4, 0.0)])
+    _midi_with_meters(folder / "c.mid", [(3, 4, 0.0)])  # skipped: 3/4
+    alone, skipped = midi_tunes(folder)
+    with caplog.at_level(logging.INFO, logger="ddpm.progress"):
+        pooled, report = load_melodies(tmp_path / "cache", [], str(folder), workers=2)
+    assert "corpus: parsed 3/3 tunes (100%), 3/3 files" in caplog.text
+    assert [(t.source, t.events.tolist()) for t in pooled] == [(t.source, t.events.tolist()) for t in alone]
+    assert len(alone) == 3 and skipped == report["skipped"] == {"meter 3/4": 1}

@@ -21,6 +21,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -182,15 +183,17 @@ def _parse_file(path: str, meters: str = "duple") -> tuple[list[Tune], list[tupl
     return tunes, records
 
 
-def extract_files(paths: list[Path], workers: int = 2, meters: str = "duple") -> tuple[list[Tune], list]:
-    """Parse files in ``workers`` processes, largest first, logging progress; tunes in file order."""
+def extract_files(paths: list[Path], workers: int = 2, meters: str = "duple", parse=None) -> tuple[list[Tune], list]:
+    """Parse files in ``workers`` processes (``parse(path, meters)``, by default ``_parse_file``), largest
+    first, logging progress; tunes in file order."""
     bar_fits(16, meters)  # a bad option fails here, not in every worker
+    parse = parse or _parse_file
     results: list = [None] * len(paths)
     counts = [_count_tunes(path) for path in paths]
     progress = Progress("corpus: parsed", sum(counts), "tunes")
     largest_first = sorted(range(len(paths)), key=lambda i: -paths[i].stat().st_size)
     with ProcessPoolExecutor(max(1, workers)) as pool:
-        futures = {pool.submit(_parse_file, str(paths[i]), meters): i for i in largest_first}
+        futures = {pool.submit(parse, str(paths[i]), meters): i for i in largest_first}
         for n, future in enumerate(as_completed(futures), 1):
             results[futures[future]] = future.result()
             progress.step(counts[futures[future]], f"{n}/{len(paths)} files")
@@ -241,27 +244,36 @@ def check_tracks(tracks: str) -> str:
     return tracks
 
 
-def _midi_tunes(folder: str | Path, meters: str, tracks: str = "each") -> tuple[list[Tune], list[tuple[str, str]]]:
-    """Tunes of a MIDI folder and (meter, "ok" or why skipped) for each track read (one for a file skipped whole)."""
+def _midi_tunes(
+    folder: str | Path, meters: str, tracks: str = "each", workers: int = 0
+) -> tuple[list[Tune], list[tuple[str, str]]]:
+    """Tunes of a MIDI folder and (meter, "ok" or why skipped) for each track read (one for a file skipped
+    whole); with ``workers``, parsed in that many processes with progress, as the corpus files are."""
     check_tracks(tracks)
-    tunes, records = [], []
-    for path in _midi_files(folder):
-        try:
-            lines, meter = read_midi_tracks(path)
-        except Exception:  # noqa: BLE001 - unreadable or empty MIDI file
-            records.append(("unknown", "unreadable midi"))
-            continue
-        numerator, denominator = (int(x) for x in meter.split("/"))
-        bar = Fraction(numerator * 4 * STEPS_PER_QUARTER, denominator)
-        if not bar_fits(bar, meters):
-            records.append((meter, f"meter {meter}"))
-            continue
-        seen: list[np.ndarray] = []
-        for k in [most_notes(lines)] if tracks == "longest" else range(len(lines)):
-            events, reason = melody_line(lines[k], int(bar), seen)
-            tune, reason = events_to_tune(events, path.stem, f"{path}#{k}", meter) if reason == "ok" else (None, reason)
-            tunes += [tune] if tune is not None else []
-            records.append((meter, reason))
+    parse = partial(_midi_file, tracks=tracks)
+    if workers:
+        return extract_files(_midi_files(folder), workers, meters, parse)
+    results = [parse(str(path), meters) for path in _midi_files(folder)]
+    return [t for r in results for t in r[0]], [rec for r in results for rec in r[1]]
+
+
+def _midi_file(path: str, meters: str, tracks: str) -> tuple[list[Tune], list[tuple[str, str]]]:
+    """The tunes of one MIDI file: its tracks (``tracks``: "each" or "longest") through ``melody_line``."""
+    path = Path(path)
+    try:
+        lines, meter = read_midi_tracks(path)
+    except Exception:  # noqa: BLE001 - unreadable or empty MIDI file
+        return [], [("unknown", "unreadable midi")]
+    numerator, denominator = (int(x) for x in meter.split("/"))
+    bar = Fraction(numerator * 4 * STEPS_PER_QUARTER, denominator)
+    if not bar_fits(bar, meters):
+        return [], [(meter, f"meter {meter}")]
+    tunes, records, seen = [], [], []
+    for k in [most_notes(lines)] if tracks == "longest" else range(len(lines)):
+        events, reason = melody_line(lines[k], int(bar), seen)
+        tune, reason = events_to_tune(events, path.stem, f"{path}#{k}", meter) if reason == "ok" else (None, reason)
+        tunes += [tune] if tune is not None else []
+        records.append((meter, reason))
     return tunes, records
 
 
@@ -337,7 +349,7 @@ def load_melodies(
     start = time.perf_counter()
     tunes, records = extract_files(corpus_files(collections), workers, meters) if collections else ([], [])
     if midi_dir:
-        more, more_records = _midi_tunes(midi_dir, meters, midi_tracks)
+        more, more_records = _midi_tunes(midi_dir, meters, midi_tracks, workers)
         tunes, records = tunes + more, records + more_records
     skipped = dict(Counter(reason for _, reason in records if reason != "ok"))
     if not tunes:
