@@ -353,7 +353,13 @@ def load_melodies(
         tunes, records = tunes + more, records + more_records
     skipped = dict(Counter(reason for _, reason in records if reason != "ok"))
     if not tunes:
-        raise ConfigError(f"no usable melodies in collections {collections} / midi_dir {midi_dir}: skipped {skipped}")
+        hint = "; prepare.corpus.meters=all keeps every meter" if meters == "duple" and any(
+            reason.startswith("meter ") for reason in skipped
+        ) else ""  # fmt: skip
+        raise ConfigError(
+            f"prepare.corpus: no usable melodies in collections {collections} / midi_dir {midi_dir}: "
+            f"skipped {skipped}{hint}"
+        )
     report = {
         "tunes": len(tunes),
         "windows": sum(t.num_windows for t in tunes),
