@@ -343,7 +343,8 @@ def test_a_midi_folder_is_read_in_worker_processes_with_progress(tmp_path, caplo
 def test_a_folder_with_no_usable_melody_says_why_and_what_keeps_them(tmp_path):
     (tmp_path / "in").mkdir()
     _midi_with_meters(tmp_path / "in" / "waltz.mid", [(3, 4, 0.0)])
-    message = r"^prepare\.corpus: no usable melodies .* skipped \{'meter 3/4': 1\}; prepare\.corpus\.meters=all keeps every meter$"
+    message = r"^prepare\.corpus: no usable melodies .* skipped \{'meter 3/4': 1\}; "
+    message += r"prepare\.corpus\.meters=all keeps every meter$"
     with pytest.raises(ConfigError, match=message):
         load_melodies(tmp_path / "cache", [], str(tmp_path / "in"))
     tunes, _ = load_melodies(tmp_path / "cache", [], str(tmp_path / "in"), meters="all")
