@@ -185,7 +185,7 @@ def midi_melody(path: str | Path, steps: int, track: int | None = None) -> np.nd
     """A user's MIDI file -> ``steps`` melody events of its pitched track ``track`` (file order; by default
     the one with the most notes): cut to length, or played again from the start until long enough (as
     short tunes are in training)."""
-    from ddpm.music.events import WINDOW_STEPS, read_midi
+    from ddpm.music.events import fit_length, read_midi
 
     path = Path(path)
     if not path.is_file():
@@ -199,8 +199,7 @@ def midi_melody(path: str | Path, steps: int, track: int | None = None) -> np.nd
         raise ConfigError(f"infill_midi={path}: not a readable MIDI melody ({first})") from e
     if not (events >= 2).any():
         raise ConfigError(f"infill_midi={path}: no notes in the MIDI range 21-108 (expected a melody)")
-    events = np.pad(events, (0, -len(events) % WINDOW_STEPS))  # whole windows, so a repeat starts on a bar
-    return np.resize(events, steps) if len(events) < steps else events[:steps]
+    return fit_length(events, steps)  # whole windows, so a repeat starts on a bar
 
 
 def infill_inputs(

@@ -550,3 +550,16 @@ def test_infill_track_picks_a_track_of_the_users_file(melody_run, tmp_path):
     cfg = sample_cfg([f"ckpt={run / 'last.ckpt'}", "n=2", "infill=[1,3]", "infill_track=0"])
     with pytest.raises(ConfigError, match=r"^infill_track=0 needs infill_midi=<file>"):
         sample(cfg)
+
+
+def test_infill_midi_ends_the_files_last_note_before_it_is_played_again(tmp_path):
+    from ddpm.music.events import NOTE_OFF, write_midi
+    from ddpm.sampling import midi_melody
+
+    events = np.zeros(40, np.int64)  # 2.5 windows; the last note sounds to the file's end
+    events[[0, 12, 36]] = [41, 43, 45]
+    events[8] = NOTE_OFF
+    looped = midi_melody(write_midi(events, tmp_path / "song.mid"), 128)
+    assert looped[:40].tolist() == events.tolist()
+    assert looped[40] == NOTE_OFF and not looped[41:64].any()  # rest to the window's end, not a held note
+    assert looped[64:128].tolist() == looped[:64].tolist()  # played again from its start

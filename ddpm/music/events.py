@@ -92,6 +92,19 @@ def write_midi(events: np.ndarray, path: str | Path, qpm: float = 120.0, program
     return path
 
 
+def fit_length(events: np.ndarray, steps: int) -> np.ndarray:
+    """Pad to whole windows with rest (a note-off ends the last note), then loop to ``steps`` (or cut to them):
+    a melody of another length as the model holds it, repeated from its start as short tunes are in training."""
+    events = np.asarray(events, dtype=np.int64)
+    windows = max(1, -(-len(events) // WINDOW_STEPS))
+    padded = np.zeros(windows * WINDOW_STEPS, dtype=np.int64)
+    padded[: len(events)] = events
+    changes = np.flatnonzero(events != 0)
+    if len(events) < len(padded) and len(changes) and events[changes[-1]] >= 2:  # a note still sounds
+        padded[len(events)] = NOTE_OFF
+    return np.resize(padded, steps)
+
+
 def read_midi(path: str | Path, track: int | None = None) -> tuple[np.ndarray, int]:
     """A MIDI file -> (events on the 16th grid, steps per bar; 0 where a bar is not a whole number of steps)
     of its pitched track ``track`` (file order, from 0), by default the one with the most notes."""

@@ -17,11 +17,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm.errors import UserError
-from ddpm.music.events import WINDOW_STEPS
+from ddpm.music.events import WINDOW_STEPS, fit_length
 from ddpm.music.prepare import read_eval_events
 from ddpm.sampling import draw_loops
 from ddpm.studio.interpolation import ddim_invert, ddim_sample, ddim_timesteps, lerp, slerp
-from ddpm.studio.melodies import fit_length
 
 Progress = Callable[[float, str], None]  # (fraction done, what is happening)
 

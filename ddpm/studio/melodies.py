@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ddpm.errors import UserError
-from ddpm.music.events import NOTE_OFF, WINDOW_STEPS, events_to_notes, read_midi
+from ddpm.music.events import NOTE_OFF, WINDOW_STEPS, events_to_notes, fit_length, read_midi
 
 BAR_STEPS = 16
 BARS_PER_FRAME = WINDOW_STEPS // BAR_STEPS  # 2
@@ -56,18 +56,6 @@ def _trim_rests(events: np.ndarray) -> np.ndarray:
     after = np.flatnonzero(events[last + 1 :] == NOTE_OFF)
     end = last + 1 + int(after[0]) if len(after) else len(events)
     return events[: end + 1] if end < len(events) else events
-
-
-def fit_length(events: np.ndarray, steps: int) -> np.ndarray:
-    """Pad to whole windows with rest (a note-off ends the last note), then loop to ``steps``."""
-    events = np.asarray(events, dtype=np.int64)
-    windows = max(1, -(-len(events) // WINDOW_STEPS))
-    padded = np.zeros(windows * WINDOW_STEPS, dtype=np.int64)
-    padded[: len(events)] = events
-    changes = np.flatnonzero(events != 0)
-    if len(events) < len(padded) and len(changes) and events[changes[-1]] >= 2:  # a note still sounds
-        padded[len(events)] = NOTE_OFF
-    return np.resize(padded, steps)
 
 
 def bars_to_frames(first_bar: int, last_bar: int, frames: int) -> tuple[int, int]:
