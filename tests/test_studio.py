@@ -41,12 +41,44 @@ def midi_bytes(events: np.ndarray, tmp_path: Path, name: str = "m.mid") -> bytes
 
 def test_upload_round_trip_pads_and_loops(tmp_path):
     events = melody_events(4)
-    back, note = read_upload("m.mid", midi_bytes(events, tmp_path), STEPS)
-    assert np.array_equal(back, events) and note == "8 bars"
+    back, note, tracks = read_upload("m.mid", midi_bytes(events, tmp_path), STEPS)
+    assert np.array_equal(back, events) and note == "8 bars" and len(tracks) == 1
     short = melody_events(1)
-    back, note = read_upload("s.mid", midi_bytes(short, tmp_path), STEPS)
+    back, note, _ = read_upload("s.mid", midi_bytes(short, tmp_path), STEPS)
     assert np.array_equal(back, np.tile(short, 4)) and "repeated" in note
     assert np.array_equal(fit_length(short[:20], 64)[:32], np.r_[short[:20], 1, np.zeros(11, int)])  # rest-padded
+
+
+def band_bytes(tmp_path) -> bytes:
+    """A file with drums, a 4-note tune (track 0, named) and a 16-note bass line (track 1, unnamed)."""
+    import pretty_midi
+
+    midi = pretty_midi.PrettyMIDI(initial_tempo=120.0)  # a 16th step = 0.125 s
+    parts = [(0, True, "", [36] * 40, 1), (0, False, "Tune", [72, 74, 76, 77], 8), (33, False, "", [40, 43] * 8, 4)]
+    for program, drum, name, pitches, every in parts:
+        track = pretty_midi.Instrument(program, is_drum=drum, name=name)
+        track.notes = [
+            pretty_midi.Note(90, p, i * every * 0.125, (i * every + 1) * 0.125) for i, p in enumerate(pitches)
+        ]
+        midi.instruments.append(track)
+    midi.write(str(tmp_path / "band.mid"))
+    return (tmp_path / "band.mid").read_bytes()
+
+
+def test_an_upload_offers_its_tracks_and_reads_the_one_asked_for(tmp_path):
+    data = band_bytes(tmp_path)
+    bass, note, tracks = read_upload("band.mid", data, STEPS)
+    assert tracks == [
+        {"index": 0, "name": "Tune", "notes": 4, "chosen": False},
+        {"index": 1, "name": "Electric Bass (finger)", "notes": 16, "chosen": True},  # the most notes
+    ]
+    assert note.startswith("track 1 of 2 (Electric Bass (finger)), 4 bars")
+    assert (bass[np.flatnonzero(bass >= 2)[:4]] + 19).tolist() == [40, 43, 40, 43]
+    tune, note, tracks = read_upload("band.mid", data, STEPS, track=0)
+    assert note.startswith("track 0 of 2 (Tune)") and [t["chosen"] for t in tracks] == [True, False]
+    assert np.flatnonzero(tune[:32] >= 2).tolist() == [0, 8, 16, 24]
+    with pytest.raises(UserError, match=r"^band\.mid: no track 2; the file has 2 pitched tracks \(0 to 1\)$"):
+        read_upload("band.mid", data, STEPS, track=2)
 
 
 def test_bad_uploads_are_named_user_errors(tmp_path):
@@ -233,6 +265,17 @@ def test_generate_writes_midi_and_audio(client, tmp_path):
     rate, audio = wavfile.read(io.BytesIO(wav.content))
     assert wav.headers["content-type"] == "audio/wav" and len(audio) == 17 * rate  # 8 bars at 120 qpm + 1 s
     assert not list(client.out_dir.rglob("*.tmp"))  # written atomically: no temporary files left
+
+
+def test_upload_takes_a_track_field(client, tmp_path):
+    files = {"file": ("band.mid", band_bytes(tmp_path), "audio/midi")}
+    default = client.post("/api/melodies", files=files).json()
+    tune = client.post("/api/melodies", files=files, data={"track": "0"}).json()
+    assert [t["chosen"] for t in default["tracks"]] == [False, True] and default["note"].startswith("track 1 of 2")
+    assert [t["chosen"] for t in tune["tracks"]] == [True, False] and tune["note"].startswith("track 0 of 2 (Tune)")
+    for bad, detail in (("5", "no track 5"), ("-1", "track"), ("x", "track")):
+        answer = client.post("/api/melodies", files=files, data={"track": bad})
+        assert answer.status_code == 400 and detail in answer.json()["detail"]
 
 
 def test_infill_keeps_the_other_bars_of_the_upload(client, tmp_path):

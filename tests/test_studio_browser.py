@@ -201,3 +201,23 @@ def test_a_bad_upload_shows_an_error_and_the_next_request_works(page, tmp_path):
     page.click("#infill-form button[type=submit]")
     page.wait_for_selector("#infill-results figure.melody", timeout=60_000)
     assert page.is_hidden("#message") and page.locator("#infill-results figure.melody").count() == 3
+
+
+def test_an_upload_with_several_tracks_offers_them(page, tmp_path):
+    from tests.test_studio import band_bytes
+
+    (tmp_path / "band.mid").write_bytes(band_bytes(tmp_path))
+    page.click("#tab-infill")
+    page.set_input_files("#panel-infill .upload", str(tmp_path / "band.mid"))
+    page.wait_for_selector("#panel-infill .tracks:not([hidden])")
+    options = page.eval_on_selector_all("#panel-infill .track option", "els => els.map(o => o.textContent)")
+    assert options == ["0: Tune (4 notes)", "1: Electric Bass (finger) (16 notes)"]
+    assert page.input_value("#panel-infill .track") == "1"  # the most notes
+    assert "track 1 of 2" in page.inner_text("#infill-source figcaption")
+    page.select_option("#panel-infill .track", "0")
+    page.wait_for_function("document.querySelector('#infill-source figcaption').textContent.includes('track 0 of 2')")
+    assert "(Tune)" in page.inner_text("#infill-source figcaption")
+    write_midi(melody_events(2), tmp_path / "one.mid")  # one track: nothing to choose
+    page.set_input_files("#panel-infill .upload", str(tmp_path / "one.mid"))
+    page.wait_for_function("!document.querySelector('#infill-source figcaption').textContent.includes('track')")
+    assert page.is_hidden("#panel-infill .tracks") and page.errors == []

@@ -124,6 +124,19 @@ def read_midi_melody(path: str | Path, track: int | None = None) -> tuple[np.nda
     return tracks[track], meter
 
 
+def midi_track_names(path: str | Path) -> list[str]:
+    """The names of a MIDI file's pitched tracks, in ``read_midi_tracks``'s order: the track's own name,
+    else its General MIDI instrument."""
+    import pretty_midi
+
+    midi = pretty_midi.PrettyMIDI(str(path))
+    return [
+        i.name.strip() or pretty_midi.program_to_instrument_name(i.program)
+        for i in midi.instruments
+        if not i.is_drum and i.notes
+    ]
+
+
 def most_notes(tracks: list[np.ndarray]) -> int:
     """Index of the track with the most note onsets (the first of equals): a file's melody by default."""
     return max(range(len(tracks)), key=lambda k: (int((tracks[k] >= 2).sum()), -k))

@@ -3,7 +3,7 @@
     GET  /                         the page (static files from ddpm/studio/static; nothing from a CDN)
     GET  /api/info                 the model: bars, tempo, samplers, limits
     GET  /api/eval                 the run's eval tunes (titles)
-    POST /api/melodies             upload a .mid (multipart field ``file``) -> a melody to start from
+    POST /api/melodies             upload a .mid (multipart ``file``, optional ``track``) -> a melody to start from
     POST /api/melodies/eval/{i}    eval tune i -> a melody to start from
     POST /api/generate, /api/infill, /api/interpolate   -> 202 {"job": id}
     GET  /api/jobs/{id}            progress, then the result (melodies with MIDI and WAV links)
@@ -16,7 +16,7 @@ import contextlib
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -54,12 +54,12 @@ def create_app(studio: Studio, out_dir: str | Path, max_upload_bytes: int = 512 
     app.post("/api/melodies/eval/{index}")(service.add_eval)
 
     @app.post("/api/melodies")
-    def upload(file: Annotated[UploadFile, File()]):
+    def upload(file: Annotated[UploadFile, File()], track: Annotated[int | None, Form(ge=0)] = None):
         name = Path(file.filename or "upload.mid").name
         data = file.file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             raise HTTPException(413, f"{name}: larger than the studio's upload limit of {max_upload_bytes // 1024} KB")
-        return service.add_upload(name, data)
+        return service.add_upload(name, data, track)
 
     @app.post("/api/generate", status_code=202)
     def generate(req: GenerateRequest):

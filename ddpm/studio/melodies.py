@@ -10,18 +10,29 @@ from pathlib import Path
 import numpy as np
 
 from ddpm.errors import UserError
-from ddpm.music.events import NOTE_OFF, WINDOW_STEPS, events_to_notes, fit_length, read_midi
+from ddpm.music.events import (
+    NOTE_OFF,
+    WINDOW_STEPS,
+    events_to_notes,
+    fit_length,
+    midi_track_names,
+    most_notes,
+    read_midi_tracks,
+)
 
 BAR_STEPS = 16
 BARS_PER_FRAME = WINDOW_STEPS // BAR_STEPS  # 2
 
 
-def read_upload(name: str, data: bytes, steps: int) -> tuple[np.ndarray, str]:
-    """An uploaded MIDI file's bytes -> (events ``[steps]``, note for the user).
+def read_upload(name: str, data: bytes, steps: int, track: int | None = None) -> tuple[np.ndarray, str, list[dict]]:
+    """An uploaded MIDI file's bytes -> (events ``[steps]``, note for the user, its pitched tracks).
 
-    Raises ``UserError`` naming the file when it is empty, not MIDI, has no melody or is longer
-    than the model's ``steps``. A shorter melody is padded to whole 2-bar windows with rest, then
-    played again from its start until ``steps`` are filled, as the training data repeats short tunes.
+    The melody is the file's pitched track ``track`` (file order, from 0), by default the one with the
+    most notes; the tracks are ``{"index", "name", "notes", "chosen"}`` so the page can offer the others.
+    Raises ``UserError`` naming the file when it is empty, not MIDI, has no melody, has no track
+    ``track`` or is longer than the model's ``steps``. A shorter melody is padded to whole 2-bar windows
+    with rest, then played again from its start until ``steps`` are filled, as the training data repeats
+    short tunes.
     """
     if not data:
         raise UserError(f"{name}: the file is empty (expected a MIDI file, .mid)")
@@ -31,22 +42,31 @@ def read_upload(name: str, data: bytes, steps: int) -> tuple[np.ndarray, str]:
         path = Path(tmp) / "upload.mid"
         path.write_bytes(data)
         try:
-            events, _ = read_midi(path)
+            lines, _ = read_midi_tracks(path)
+            names = midi_track_names(path)
         except ValueError as e:
             if "no pitched notes" in str(e):
                 raise UserError(f"{name}: no melody (no pitched, non-drum notes in the file)") from e
             raise UserError(f"{name}: not a readable MIDI file ({e})") from e
         except Exception as e:  # noqa: BLE001 - pretty_midi/mido raise many types for broken files
             raise UserError(f"{name}: not a readable MIDI file ({type(e).__name__}: {e})") from e
+    chosen = most_notes(lines) if track is None else track
+    if not 0 <= chosen < len(lines):
+        raise UserError(f"{name}: no track {track}; the file has {len(lines)} pitched tracks (0 to {len(lines) - 1})")
+    tracks = [
+        {"index": k, "name": names[k], "notes": int((e >= 2).sum()), "chosen": k == chosen} for k, e in enumerate(lines)
+    ]
+    events = lines[chosen]
     if not (events >= 2).any():
         raise UserError(f"{name}: no melody (no notes between MIDI pitch 21 and 108)")
     events = _trim_rests(events)
     bars, max_bars = -(-len(events) // BAR_STEPS), steps // BAR_STEPS
     if len(events) > steps:
         raise UserError(f"{name}: {bars} bars is too long; this model writes at most {max_bars} bars of 4/4")
-    return fit_length(events, steps), (
-        f"{bars} bars" if len(events) == steps else f"{bars} bars, repeated to fill the model's {max_bars} bars"
-    )
+    note = f"{bars} bars" if len(events) == steps else f"{bars} bars, repeated to fill the model's {max_bars} bars"
+    if len(lines) > 1:
+        note = f"track {chosen} of {len(lines)} ({names[chosen]}), {note}"
+    return fit_length(events, steps), note, tracks
 
 
 def _trim_rests(events: np.ndarray) -> np.ndarray:

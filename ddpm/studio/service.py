@@ -73,9 +73,9 @@ class StudioService:
             return {"tunes": [], "message": str(e)}
         return {"tunes": [{"index": i, "title": t.title} for i, t in enumerate(tunes)], "message": None}
 
-    def add_upload(self, name: str, data: bytes) -> dict:
-        events, note = read_upload(name, data, self.studio.steps)
-        return self._add_source("upload", Melody(name, events, note))
+    def add_upload(self, name: str, data: bytes, track: int | None = None) -> dict:
+        events, note, tracks = read_upload(name, data, self.studio.steps, track)
+        return self._add_source("upload", Melody(name, events, note)) | {"tracks": tracks}
 
     def add_eval(self, index: int) -> dict:
         tunes = self.studio.eval_tunes()

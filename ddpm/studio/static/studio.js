@@ -292,28 +292,43 @@ function setUpPickers(tunes, message) {
   document.querySelectorAll(".picker").forEach((picker) => {
     const slot = picker.dataset.slot;
     const upload = $(".upload", picker), select = $(".eval", picker);
+    const tracks = $(".track", picker), trackLabel = tracks.closest("label");
+    let file = null; // the last upload, sent again when another of its tracks is picked
     if (message) select.options[0].textContent = "none available";
     select.title = message || "";
     for (const t of tunes) select.add(new Option(`${t.index}: ${t.title}`, t.index));
-    upload.addEventListener("change", async () => {
-      const file = upload.files[0];
-      if (!file) return;
+
+    async function send(track) {
       clearMessage();
       const data = new FormData();
       data.append("file", file);
+      if (track !== undefined) data.append("track", track);
       try {
-        showSource(slot, await api("/api/melodies", { method: "POST", body: data }));
+        const melody = await api("/api/melodies", { method: "POST", body: data });
+        showSource(slot, melody);
         select.value = "";
+        tracks.replaceChildren(
+          ...melody.tracks.map((t) => new Option(`${t.index}: ${t.name} (${t.notes} notes)`, t.index, t.chosen, t.chosen))
+        );
+        trackLabel.hidden = melody.tracks.length < 2; // a choice only where the file offers one
       } catch (e) {
         showError(e.message);
       }
+    }
+
+    upload.addEventListener("change", async () => {
+      if (!upload.files[0]) return;
+      file = upload.files[0];
+      await send();
       upload.value = "";
     });
+    tracks.addEventListener("change", () => send(tracks.value));
     select.addEventListener("change", async () => {
       if (select.value === "") return;
       clearMessage();
       try {
         showSource(slot, await api(`/api/melodies/eval/${select.value}`, { method: "POST" }));
+        trackLabel.hidden = true;
       } catch (e) {
         showError(e.message);
       }
