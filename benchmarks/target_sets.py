@@ -10,10 +10,12 @@ unless an override says otherwise) scores D unconditional sample sets against th
 beside the real-vs-real draws and, with ``--train-sets``, disjoint sets of the run's train split (what a
 perfect copy of the training data scores). Prints, per split and over all of them, each row's mean of
 the four figures and how many of its sets meet each figure and all four. Tables land in
-``<out>/split<s>/``; a split whose table is there already is read, not scored again.
+``<out>/split<s>/``; a split whose table there was made by the same request (the checkpoint's bytes,
+the options and overrides) is read, not scored again.
 """
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -26,6 +28,7 @@ from benchmarks._common import CONF  # noqa: E402
 FIGURES = ("pitch_consistency", "pitch_variance", "duration_consistency", "duration_variance")
 TARGET = {"pitch_consistency": 0.98, "pitch_variance": 0.85, "duration_consistency": 0.98, "duration_variance": 0.85}
 ROWS = ("DDPM", "real vs real", "train split")  # the rows scored over many sets
+REQUEST = "request.json"
 
 
 def sets_of(row: dict) -> list[dict]:
@@ -47,19 +50,24 @@ def line(label: str, row: str, sets: list[dict]) -> str:
 
 
 def score_split(args, overrides: list[str], split: int) -> dict:
-    """The table of one split: read from ``<out>/split<s>/table.json`` or made by ``evaluate``."""
+    """The table of one split: read from ``<out>/split<s>/table.json`` when it was made by the same
+    request (checkpoint file, options, overrides: ``request.json`` beside it), else made by ``evaluate``."""
     out = Path(args.out) / f"split{split}"
-    if (out / "table.json").is_file():
-        return json.loads((out / "table.json").read_text())
+    base = [f"ckpt={args.ckpt}", f"seed={split}", f"split_seed={split}", f"draws={args.draws}", "infill=false"]
+    base += [f"train_sets={args.train_sets}", f"out_dir={out}", "sampler=fast"]
+    digest = hashlib.sha256(Path(args.ckpt).read_bytes()).hexdigest()[:16]
+    request = {"checkpoint_sha256": digest, "overrides": base + overrides}
+    if (out / "table.json").is_file() and (out / REQUEST).is_file():
+        if json.loads((out / REQUEST).read_text()) == request:
+            return json.loads((out / "table.json").read_text())
     from hydra import compose, initialize_config_dir
 
     from ddpm.evaluation import evaluate
 
-    base = [f"ckpt={args.ckpt}", f"seed={split}", f"split_seed={split}", f"draws={args.draws}", "infill=false"]
-    base += [f"train_sets={args.train_sets}", f"out_dir={out}", "sampler=fast"]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose("evaluate", overrides=base + overrides)  # later overrides win: sampler=ancestral
-    files = evaluate(cfg)
+    files = evaluate(cfg)  # replaces an earlier table in out_dir
+    (out / REQUEST).write_text(json.dumps(request, indent=2))
     return json.loads(Path(files["json"]).read_text())
 
 

@@ -183,23 +183,24 @@ def resolve_device(name: str) -> torch.device:
 
 def midi_melody(path: str | Path, steps: int, track: int | None = None) -> np.ndarray:
     """A user's MIDI file -> ``steps`` melody events of its pitched track ``track`` (file order; by default
-    the one with the most notes): cut to length, or played again from the start until long enough (as
-    short tunes are in training)."""
-    from ddpm.music.events import fit_length, read_midi
+    the one with the most notes), from the bar of its first note: cut to length, or played again from
+    the start until long enough (as short tunes are in training)."""
+    from ddpm.music.events import MissingTrackError, fit_length, from_first_bar, read_midi
 
     path = Path(path)
+    which = f"infill_midi={path}" + (f" infill_track={track}" if track is not None else "")
     if not path.is_file():
         raise MissingFileError(f"infill_midi={path}: no such file (expected a .mid file with a melody)")
     try:
-        events, _ = read_midi(path, track)
-    except IndexError as e:
-        raise ConfigError(f"infill_track={track}: {path.name}: {str(e).split(': ', 1)[1]}") from e
+        events, bar_steps = read_midi(path, track)
+    except MissingTrackError as e:
+        raise ConfigError(f"infill_track={track}: {path.name}: {e}") from e
     except Exception as e:  # noqa: BLE001 - pretty_midi/mido raise many kinds on bad files
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise ConfigError(f"infill_midi={path}: not a readable MIDI melody ({first})") from e
     if not (events >= 2).any():
-        raise ConfigError(f"infill_midi={path}: no notes in the MIDI range 21-108 (expected a melody)")
-    return fit_length(events, steps)  # whole windows, so a repeat starts on a bar
+        raise ConfigError(f"{which}: no notes in the MIDI range 21-108 (expected a melody)")
+    return fit_length(from_first_bar(events, bar_steps), steps)  # whole windows, so a repeat starts on a bar
 
 
 def infill_inputs(

@@ -349,3 +349,21 @@ def test_a_folder_with_no_usable_melody_says_why_and_what_keeps_them(tmp_path):
         load_melodies(tmp_path / "cache", [], str(tmp_path / "in"))
     tunes, _ = load_melodies(tmp_path / "cache", [], str(tmp_path / "in"), meters="all")
     assert [t.meter for t in tunes] == ["3/4"]
+
+
+def test_the_meters_hint_names_meters_all_only_where_it_helps():
+    assert (
+        corpus.meters_hint({"meter 3/4": 2, "no notes": 1}, "duple") == "; prepare.corpus.meters=all keeps every meter"
+    )
+    assert corpus.meters_hint({"meter changes": 3, "no meter": 1}, "duple") == ""  # "all" keeps one meter per tune
+    assert corpus.meters_hint({"meter 7/32": 1}, "all") == ""
+
+
+def test_longest_takes_the_track_with_most_notes_among_those_that_are_melodies(tmp_path):
+    tune = [(60 + p, 4 * i) for i, p in enumerate([0, 2, 4, 5, 7, 9, 11, 12])]
+    ostinato = [(36 + 7 * (i % 2), 2 * i) for i in range(16)]  # more notes, 2 pitches: no melody
+    _band(tmp_path / "song.mid", [(33, False, ostinato), (0, False, tune)])
+    tunes, skipped = midi_tunes(tmp_path, tracks="longest")
+    assert [t.source.rsplit("#", 1)[1] for t in tunes] == ["1"] and skipped == {}
+    _band(tmp_path / "song.mid", [(33, False, ostinato)])  # no melody at all: the reason is counted
+    assert midi_tunes(tmp_path, tracks="longest") == ([], {"fewer than 5 pitches": 1})

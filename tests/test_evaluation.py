@@ -563,3 +563,22 @@ def test_infill_midi_ends_the_files_last_note_before_it_is_played_again(tmp_path
     assert looped[:40].tolist() == events.tolist()
     assert looped[40] == NOTE_OFF and not looped[41:64].any()  # rest to the window's end, not a held note
     assert looped[64:128].tolist() == looped[:64].tolist()  # played again from its start
+
+
+def test_infill_midi_starts_at_the_bar_of_the_first_note_and_a_bad_file_is_one_line(tmp_path):
+    import struct
+
+    from ddpm.errors import ConfigError
+    from ddpm.music.events import NOTE_OFF, write_midi
+    from ddpm.sampling import midi_melody
+
+    events = np.zeros(64, np.int64)  # two bars of rest, then a 2-bar tune whose last note sounds to the end
+    events[[37, 41, 45, 60]] = [41, 43, 45, 48]
+    looped = midi_melody(write_midi(events, tmp_path / "late.mid"), 128)
+    assert looped[:32].tolist() == events[32:].tolist()  # from bar 3, the bar of its first note
+    assert looped[32] == NOTE_OFF and looped[33:64].tolist() == events[33:64].tolist()  # the held note ends
+    track = bytes([0, 0xFF, 0x51, 0, 0, 0xFF, 0x2F, 0])  # a tempo event with no bytes: pretty_midi's IndexError
+    bad = tmp_path / "tempo.mid"
+    bad.write_bytes(b"MThd" + struct.pack(">IHHH", 6, 0, 1, 96) + b"MTrk" + struct.pack(">I", len(track)) + track)
+    with pytest.raises(ConfigError, match=r"^infill_midi=.*tempo\.mid: not a readable MIDI melody"):
+        midi_melody(bad, 128)

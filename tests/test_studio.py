@@ -81,6 +81,44 @@ def test_an_upload_offers_its_tracks_and_reads_the_one_asked_for(tmp_path):
         read_upload("band.mid", data, STEPS, track=2)
 
 
+def song_bytes(tmp_path) -> bytes:
+    """Tracks: 0 "Tune" (enters in bar 9, 4 bars), 1 "Pad" (12 bars from bar 1, the most notes: too long
+    for the 8-bar model), 2 "Whistle" (one note above MIDI 108: no melody)."""
+    import pretty_midi
+
+    midi = pretty_midi.PrettyMIDI(initial_tempo=120.0)  # a 16th step = 0.125 s; the model holds 8 bars
+    tune = pretty_midi.Instrument(0, name="Tune")  # enters in bar 9, 4 bars long
+    tune.notes = [pretty_midi.Note(90, 72 + i % 5, (128 + 4 * i) * 0.125, (130 + 4 * i) * 0.125) for i in range(16)]
+    pad = pretty_midi.Instrument(48, name="Pad")  # 12 bars from bar 1: the most notes, too long
+    pad.notes = [pretty_midi.Note(90, 60 + i % 3, 8 * i * 0.125, (8 * i + 6) * 0.125) for i in range(24)]
+    high = pretty_midi.Instrument(1, name="Whistle")  # only above MIDI 108
+    high.notes = [pretty_midi.Note(90, 110, 0.0, 1.0)]
+    midi.instruments += [tune, pad, high]
+    midi.write(str(tmp_path / "song.mid"))
+    return (tmp_path / "song.mid").read_bytes()
+
+
+def test_a_track_too_long_or_silent_says_so_with_the_tracks_and_an_intro_is_skipped(tmp_path, client):
+    from ddpm.studio.melodies import UploadError
+
+    data = song_bytes(tmp_path)
+    with pytest.raises(UploadError, match=r"^song\.mid: track 1 \(Pad\): 12 bars is too long") as error:
+        read_upload("song.mid", data, STEPS)
+    assert [(t["name"], t["chosen"]) for t in error.value.tracks] == [
+        ("Tune", False),
+        ("Pad", True),
+        ("Whistle", False),
+    ]
+    with pytest.raises(UploadError, match=r"^song\.mid: track 2 \(Whistle\): no melody"):
+        read_upload("song.mid", data, STEPS, track=2)
+    events, note, _ = read_upload("song.mid", data, STEPS, track=0)
+    assert note == "track 0 of 3 (Tune), 4 bars, repeated to fill the model's 8 bars"
+    assert np.flatnonzero(events[:64] >= 2)[:3].tolist() == [0, 4, 8]  # its 8 bars of rest are not kept
+    answer = client.post("/api/melodies", files={"file": ("song.mid", data, "audio/midi")})
+    assert answer.status_code == 400 and "too long" in answer.json()["detail"]
+    assert [t["index"] for t in answer.json()["tracks"]] == [0, 1, 2]  # so that the page can offer another
+
+
 def test_bad_uploads_are_named_user_errors(tmp_path):
     with pytest.raises(UserError, match="x.mid: the file is empty"):
         read_upload("x.mid", b"", STEPS)

@@ -221,3 +221,22 @@ def test_an_upload_with_several_tracks_offers_them(page, tmp_path):
     page.set_input_files("#panel-infill .upload", str(tmp_path / "one.mid"))
     page.wait_for_function("!document.querySelector('#infill-source figcaption').textContent.includes('track')")
     assert page.is_hidden("#panel-infill .tracks") and page.errors == []
+
+
+def test_a_track_that_fails_still_offers_the_others_and_a_broken_file_hides_them(page, tmp_path):
+    from tests.test_studio import song_bytes
+
+    (tmp_path / "song.mid").write_bytes(song_bytes(tmp_path))
+    page.click("#tab-infill")
+    page.set_input_files("#panel-infill .upload", str(tmp_path / "song.mid"))
+    page.wait_for_selector("#message:not([hidden])")
+    assert "track 1 (Pad): 12 bars is too long" in page.inner_text("#message")
+    assert page.is_visible("#panel-infill .tracks") and page.input_value("#panel-infill .track") == "1"
+    page.select_option("#panel-infill .track", "0")
+    page.wait_for_selector("#infill-source .roll-box")
+    assert page.is_hidden("#message") and "track 0 of 3 (Tune)" in page.inner_text("#infill-source figcaption")
+    (tmp_path / "notes.txt").write_text("not a MIDI file")
+    page.set_input_files("#panel-infill .upload", str(tmp_path / "notes.txt"))
+    page.wait_for_selector("#message:not([hidden])")
+    assert page.is_hidden("#panel-infill .tracks")
+    assert [e for e in page.errors if "status of 400" not in e] == []  # the two refusals are the only ones

@@ -49,3 +49,6 @@ def test_target_sets_scores_each_split_once_and_pools_the_sets(melody_run, tmp_p
     assert (tmp_path / "split0" / "table.json").stat().st_mtime_ns == stamp
     summary = printed.split("issue 9's target over the sample sets")[1]  # evaluate's own tables come first
     assert capsys.readouterr().out.split("issue 9's target over the sample sets")[1] == summary
+    monkeypatch.setattr(sys, "argv", [*argv[:7], "1", *argv[8:]])  # --draws 1: another request, scored again
+    target_sets.main()
+    assert json.loads((tmp_path / "split0" / "table.json").read_text())["meta"]["draws"] == 1

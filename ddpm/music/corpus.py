@@ -33,7 +33,7 @@ from ddpm.music.events import (
     STEPS_PER_QUARTER,
     WINDOW_STEPS,
     Note,
-    most_notes,
+    from_first_bar,
     notes_to_events,
     read_midi_tracks,
 )
@@ -268,9 +268,13 @@ def _midi_file(path: str, meters: str, tracks: str) -> tuple[list[Tune], list[tu
     bar = Fraction(numerator * 4 * STEPS_PER_QUARTER, denominator)
     if not bar_fits(bar, meters):
         return [], [(meter, f"meter {meter}")]
-    tunes, records, seen = [], [], []
-    for k in [most_notes(lines)] if tracks == "longest" else range(len(lines)):
-        events, reason = melody_line(lines[k], int(bar), seen)
+    seen: list[np.ndarray] = []
+    lines = [(k, *melody_line(events, int(bar), seen)) for k, events in enumerate(lines)]  # (track, events, reason)
+    if tracks == "longest":  # of the tracks that are melodies the one with the most notes, else why the first is not
+        melodies = [line for line in lines if line[2] == "ok"] or [lines[0]]
+        lines = [max(melodies, key=lambda line: ((line[1] >= 2).sum(), -line[0]))]
+    tunes, records = [], []
+    for k, events, reason in lines:
         tune, reason = events_to_tune(events, path.stem, f"{path}#{k}", meter) if reason == "ok" else (None, reason)
         tunes += [tune] if tune is not None else []
         records.append((meter, reason))
@@ -284,10 +288,9 @@ def melody_line(events: np.ndarray, bar: int, seen: list[np.ndarray]) -> tuple[n
     first note and keeps lines of at least 5 distinct pitches; a track that repeats an earlier track
     of the file note for note (a doubled part) is left out, so it is not learned twice.
     """
-    onsets = np.flatnonzero(events >= 2)
-    if len(onsets) == 0:
+    if not (events >= 2).any():
         return events, "no notes"
-    events = events[onsets[0] // bar * bar :]
+    events = from_first_bar(events, bar)
     if len(np.unique(events[events >= 2])) < MIN_PITCHES:
         return events, f"fewer than {MIN_PITCHES} pitches"
     if any(len(e) == len(events) and (e == events).all() for e in seen):
@@ -353,9 +356,7 @@ def load_melodies(
         tunes, records = tunes + more, records + more_records
     skipped = dict(Counter(reason for _, reason in records if reason != "ok"))
     if not tunes:
-        hint = "; prepare.corpus.meters=all keeps every meter" if meters == "duple" and any(
-            reason.startswith("meter ") for reason in skipped
-        ) else ""  # fmt: skip
+        hint = meters_hint(skipped, meters)
         raise ConfigError(
             f"prepare.corpus: no usable melodies in collections {collections} / midi_dir {midi_dir}: "
             f"skipped {skipped}{hint}"
@@ -373,6 +374,12 @@ def load_melodies(
     )
     _save_cache(cache, tunes, report)
     return tunes, report
+
+
+def meters_hint(skipped: dict[str, int], meters: str) -> str:
+    """What keeps tunes skipped for their meter: ``meters=all``, unless the meter changes inside them."""
+    by_meter = [reason for reason in skipped if reason.startswith("meter ") and reason != "meter changes"]
+    return "; prepare.corpus.meters=all keeps every meter" if meters == "duple" and by_meter else ""
 
 
 def meter_counts(tunes: list[Tune], records: list[tuple[str, str]]) -> dict[str, dict[str, int]]:

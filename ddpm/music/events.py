@@ -100,9 +100,26 @@ def fit_length(events: np.ndarray, steps: int) -> np.ndarray:
     padded = np.zeros(windows * WINDOW_STEPS, dtype=np.int64)
     padded[: len(events)] = events
     changes = np.flatnonzero(events != 0)
-    if len(events) < len(padded) and len(changes) and events[changes[-1]] >= 2:  # a note still sounds
+    sounding = len(changes) > 0 and events[changes[-1]] >= 2  # the last note lasts to the end
+    if sounding and len(events) < len(padded):
         padded[len(events)] = NOTE_OFF
-    return np.resize(padded, steps)
+    looped = np.resize(padded, steps)
+    if sounding and len(events) == len(padded) and padded[0] == NO_EVENT:  # a rest opens each repeat
+        looped[len(padded) :: len(padded)] = NOTE_OFF
+    return looped
+
+
+def from_first_bar(events: np.ndarray, bar_steps: int) -> np.ndarray:
+    """The events from the bar of the first note on: the whole bars of rest before it are dropped, as a
+    melody starts in Magenta's extraction (an intro a track sits out); unchanged with ``bar_steps`` 0."""
+    onsets = np.flatnonzero(events >= 2)
+    if not len(onsets) or bar_steps <= 0:
+        return events
+    return events[onsets[0] // bar_steps * bar_steps :]
+
+
+class MissingTrackError(LookupError):
+    """A track number that the MIDI file does not have."""
 
 
 def read_midi(path: str | Path, track: int | None = None) -> tuple[np.ndarray, int]:
@@ -120,7 +137,7 @@ def read_midi_melody(path: str | Path, track: int | None = None) -> tuple[np.nda
     if track is None:
         return tracks[most_notes(tracks)], meter
     if not 0 <= track < len(tracks):
-        raise IndexError(f"track {track}: the file has {len(tracks)} pitched tracks (0 to {len(tracks) - 1})")
+        raise MissingTrackError(f"the file has {len(tracks)} pitched tracks (0 to {len(tracks) - 1})")
     return tracks[track], meter
 
 

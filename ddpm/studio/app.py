@@ -93,7 +93,8 @@ def create_app(studio: Studio, out_dir: str | Path, max_upload_bytes: int = 512 
 
 
 async def user_error(request: Request, e: UserError) -> JSONResponse:
-    return JSONResponse({"detail": " ".join(str(e).split())}, status_code=400)
+    tracks = getattr(e, "tracks", None)  # an upload's tracks (UploadError), so that the page can offer another
+    return JSONResponse({"detail": " ".join(str(e).split()), **({"tracks": tracks} if tracks else {})}, status_code=400)
 
 
 async def invalid_request(request: Request, e: RequestValidationError) -> JSONResponse:

@@ -15,6 +15,7 @@ from ddpm.music.events import (
     WINDOW_STEPS,
     events_to_notes,
     fit_length,
+    from_first_bar,
     midi_track_names,
     most_notes,
     read_midi_tracks,
@@ -28,9 +29,10 @@ def read_upload(name: str, data: bytes, steps: int, track: int | None = None) ->
     """An uploaded MIDI file's bytes -> (events ``[steps]``, note for the user, its pitched tracks).
 
     The melody is the file's pitched track ``track`` (file order, from 0), by default the one with the
-    most notes; the tracks are ``{"index", "name", "notes", "chosen"}`` so the page can offer the others.
-    Raises ``UserError`` naming the file when it is empty, not MIDI, has no melody, has no track
-    ``track`` or is longer than the model's ``steps``. A shorter melody is padded to whole 2-bar windows
+    most notes, from the bar of its first note; the tracks are ``{"index", "name", "notes", "chosen"}``
+    so the page can offer the others. Raises ``UserError`` naming the file when it is empty, not MIDI or
+    has no pitched notes, and ``UploadError`` (with the tracks) when it has no track ``track`` or the
+    track has no melody or is longer than the model's ``steps``. A shorter melody is padded to whole 2-bar windows
     with rest, then played again from its start until ``steps`` are filled, as the training data repeats
     short tunes.
     """
@@ -51,22 +53,33 @@ def read_upload(name: str, data: bytes, steps: int, track: int | None = None) ->
         except Exception as e:  # noqa: BLE001 - pretty_midi/mido raise many types for broken files
             raise UserError(f"{name}: not a readable MIDI file ({type(e).__name__}: {e})") from e
     chosen = most_notes(lines) if track is None else track
-    if not 0 <= chosen < len(lines):
-        raise UserError(f"{name}: no track {track}; the file has {len(lines)} pitched tracks (0 to {len(lines) - 1})")
     tracks = [
         {"index": k, "name": names[k], "notes": int((e >= 2).sum()), "chosen": k == chosen} for k, e in enumerate(lines)
     ]
+    where = f"{name}: track {chosen} ({names[chosen]})" if len(lines) > 1 and 0 <= chosen < len(lines) else name
+    if not 0 <= chosen < len(lines):
+        raise UploadError(
+            f"{name}: no track {track}; the file has {len(lines)} pitched tracks (0 to {len(lines) - 1})", tracks
+        )
     events = lines[chosen]
     if not (events >= 2).any():
-        raise UserError(f"{name}: no melody (no notes between MIDI pitch 21 and 108)")
-    events = _trim_rests(events)
+        raise UploadError(f"{where}: no melody (no notes between MIDI pitch 21 and 108)", tracks)
+    events = _trim_rests(from_first_bar(events, BAR_STEPS))  # from the bar of its first note, as in training
     bars, max_bars = -(-len(events) // BAR_STEPS), steps // BAR_STEPS
     if len(events) > steps:
-        raise UserError(f"{name}: {bars} bars is too long; this model writes at most {max_bars} bars of 4/4")
+        raise UploadError(f"{where}: {bars} bars is too long; this model writes at most {max_bars} bars of 4/4", tracks)
     note = f"{bars} bars" if len(events) == steps else f"{bars} bars, repeated to fill the model's {max_bars} bars"
     if len(lines) > 1:
         note = f"track {chosen} of {len(lines)} ({names[chosen]}), {note}"
     return fit_length(events, steps), note, tracks
+
+
+class UploadError(UserError):
+    """Bad upload of a readable MIDI file: the message, and the file's tracks so that the page can offer another."""
+
+    def __init__(self, message: str, tracks: list[dict]):
+        super().__init__(message)
+        self.tracks = tracks
 
 
 def _trim_rests(events: np.ndarray) -> np.ndarray:

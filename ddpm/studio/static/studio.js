@@ -40,7 +40,11 @@ async function api(url, options = {}) {
     throw new Error(`the studio server did not answer (${e.message})`);
   }
   const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(body.detail || `${response.status} ${response.statusText}`);
+  if (!response.ok) {
+    const error = new Error(body.detail || `${response.status} ${response.statusText}`);
+    error.body = body; // e.g. an upload's tracks, so that the page can offer another
+    throw error;
+  }
   return body;
 }
 
@@ -293,36 +297,46 @@ function setUpPickers(tunes, message) {
     const slot = picker.dataset.slot;
     const upload = $(".upload", picker), select = $(".eval", picker);
     const tracks = $(".track", picker), trackLabel = tracks.closest("label");
-    let file = null; // the last upload, sent again when another of its tracks is picked
+    let file = null; // the upload the track menu belongs to, sent again when another of its tracks is picked
     if (message) select.options[0].textContent = "none available";
     select.title = message || "";
     for (const t of tunes) select.add(new Option(`${t.index}: ${t.title}`, t.index));
 
-    async function send(track) {
+    function showTracks(list) {
+      tracks.replaceChildren(
+        ...list.map((t) => new Option(`${t.index}: ${t.name} (${t.notes} notes)`, t.index, t.chosen, t.chosen))
+      );
+      trackLabel.hidden = list.length < 2; // a choice only where the file offers one
+    }
+
+    async function send(candidate, track) {
       clearMessage();
       const data = new FormData();
-      data.append("file", file);
+      data.append("file", candidate);
       if (track !== undefined) data.append("track", track);
       try {
         const melody = await api("/api/melodies", { method: "POST", body: data });
+        file = candidate;
         showSource(slot, melody);
         select.value = "";
-        tracks.replaceChildren(
-          ...melody.tracks.map((t) => new Option(`${t.index}: ${t.name} (${t.notes} notes)`, t.index, t.chosen, t.chosen))
-        );
-        trackLabel.hidden = melody.tracks.length < 2; // a choice only where the file offers one
+        showTracks(melody.tracks);
       } catch (e) {
         showError(e.message);
+        if (e.body && e.body.tracks) {
+          file = candidate; // a track of it failed (too long, no notes): offer the others
+          showTracks(e.body.tracks);
+        } else if (candidate !== file) {
+          trackLabel.hidden = true; // an unreadable new file: the menu of the old one no longer applies
+        }
       }
     }
 
     upload.addEventListener("change", async () => {
       if (!upload.files[0]) return;
-      file = upload.files[0];
-      await send();
+      await send(upload.files[0]);
       upload.value = "";
     });
-    tracks.addEventListener("change", () => send(tracks.value));
+    tracks.addEventListener("change", () => send(file, tracks.value));
     select.addEventListener("change", async () => {
       if (select.value === "") return;
       clearMessage();
