@@ -187,17 +187,20 @@ def extract_files(paths: list[Path], workers: int = 2, meters: str = "duple", pa
     """Parse files in ``workers`` processes (``parse(path, meters)``, by default ``_parse_file``), largest
     first, logging progress; tunes in file order."""
     bar_fits(16, meters)  # a bad option fails here, not in every worker
-    parse = parse or _parse_file
     results: list = [None] * len(paths)
-    counts = [_count_tunes(path) for path in paths]
-    progress = Progress("corpus: parsed", sum(counts), "tunes")
+    if parse is None:  # ABC / MusicXML: progress in tunes, and files beside it
+        parse, counts, unit = _parse_file, [_count_tunes(path) for path in paths], "tunes"
+    else:  # a MIDI folder: progress in files
+        counts, unit = [1] * len(paths), "MIDI files"
+    progress = Progress("corpus: parsed", sum(counts), unit)
+    files = (lambda n: f"{n}/{len(paths)} files") if unit == "tunes" else (lambda n: "")
     largest_first = sorted(range(len(paths)), key=lambda i: -paths[i].stat().st_size)
     with ProcessPoolExecutor(max(1, workers)) as pool:
         futures = {pool.submit(parse, str(paths[i]), meters): i for i in largest_first}
         for n, future in enumerate(as_completed(futures), 1):
             results[futures[future]] = future.result()
-            progress.step(counts[futures[future]], f"{n}/{len(paths)} files")
-    progress.log(f"{len(paths)}/{len(paths)} files")
+            progress.step(counts[futures[future]], files(n))
+    progress.log(files(len(paths)))
     return [t for r in results for t in r[0]], [rec for r in results for rec in r[1]]
 
 
