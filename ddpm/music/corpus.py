@@ -66,7 +66,7 @@ class Tune:
 
 METERS = ("duple", "all")
 EXTRACTION_VERSION = 3  # bump when the events of a tune change, so that older caches are not reused
-MIDI_TRACKS = ("each", "longest")  # every track a melody (Magenta's practice), or the one with the most notes
+MIDI_TRACKS = ("each", "longest")  # every track a melody (Magenta's practice), or the melody with the most notes
 MIDI_VERSION = 2  # the same, for the MIDI folder's tunes alone (2: tracks, first-bar start, 5 pitches)
 MIN_PITCHES = 5  # a MIDI track with fewer distinct pitches is no melody (Magenta's min_unique_pitches)
 
@@ -329,7 +329,7 @@ def load_melodies(
 
     Args:
         meters: "all" keeps every meter on the 16th grid; "duple" only meters whose bar divides 32 steps.
-        midi_tracks: "each" makes every track of a MIDI file a tune; "longest" only its track with most notes.
+        midi_tracks: "each" makes every track of a MIDI file a tune; "longest" only its melody with most notes.
 
     Returns (tunes, report): the report counts tunes, windows, skip reasons, and kept/skipped tunes
     per meter ("none": no meter given; "changing": more than one).
