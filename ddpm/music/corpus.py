@@ -425,7 +425,7 @@ class Corpus:
         cache_dir: where the extracted tunes are cached (keyed by this spec and music21's version).
         eval_fraction: share of titles held out; seed: the split's seed.
         workers: parser processes; meters: "duple" or "all" (see ``bar_fits``).
-        midi_tracks: "each" (every track of a MIDI file a tune) or "longest" (its track with most notes).
+        midi_tracks: "each" (every track of a MIDI file a tune) or "longest" (its melody track with most notes).
     """
 
     def __init__(
