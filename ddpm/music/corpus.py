@@ -264,7 +264,7 @@ def _midi_file(path: str, meters: str, tracks: str) -> tuple[list[Tune], list[tu
     """The tunes of one MIDI file: its tracks (``tracks``: "each" or "longest") through ``melody_line``."""
     path = Path(path)
     try:
-        lines, meter = read_midi_tracks(path)
+        lines, meter, _ = read_midi_tracks(path)
     except Exception:  # noqa: BLE001 - unreadable or empty MIDI file
         return [], [("unknown", "unreadable midi")]
     numerator, denominator = (int(x) for x in meter.split("/"))

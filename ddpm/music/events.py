@@ -133,7 +133,7 @@ def read_midi(path: str | Path, track: int | None = None) -> tuple[np.ndarray, i
 
 def read_midi_melody(path: str | Path, track: int | None = None) -> tuple[np.ndarray, str]:
     """A MIDI file -> (events of its pitched track ``track``, by default the one with the most notes; meter)."""
-    tracks, meter = read_midi_tracks(path)
+    tracks, meter, _ = read_midi_tracks(path)
     if track is None:
         return tracks[most_notes(tracks)], meter
     if not 0 <= track < len(tracks):
@@ -141,27 +141,14 @@ def read_midi_melody(path: str | Path, track: int | None = None) -> tuple[np.nda
     return tracks[track], meter
 
 
-def midi_track_names(path: str | Path) -> list[str]:
-    """The names of a MIDI file's pitched tracks, in ``read_midi_tracks``'s order: the track's own name,
-    else its General MIDI instrument."""
-    import pretty_midi
-
-    midi = pretty_midi.PrettyMIDI(str(path))
-    return [
-        i.name.strip() or pretty_midi.program_to_instrument_name(i.program)
-        for i in midi.instruments
-        if not i.is_drum and i.notes
-    ]
-
-
 def most_notes(tracks: list[np.ndarray]) -> int:
     """Index of the track with the most note onsets (the first of equals): a file's melody by default."""
     return max(range(len(tracks)), key=lambda k: (int((tracks[k] >= 2).sum()), -k))
 
 
-def read_midi_tracks(path: str | Path) -> tuple[list[np.ndarray], str]:
+def read_midi_tracks(path: str | Path) -> tuple[list[np.ndarray], str, list[str]]:
     """A MIDI file -> (events on the 16th grid of each non-drum track with notes, in file order;
-    meter as "numerator/denominator").
+    meter as "numerator/denominator"; the tracks' names: their own, else their General MIDI instrument).
 
     Reads the grid from the file's tempo map (beats as MIDI quarter notes) and the meter from the
     first time signature (4/4 if none); a pickup written as a short first bar is padded to a full bar.
@@ -196,4 +183,5 @@ def read_midi_tracks(path: str | Path) -> tuple[list[np.ndarray], str]:
             if meter - pickup == int(meter - pickup):  # pad it to a full bar, as the ABC path does
                 tracks, signatures = [np.pad(t, (int(meter - pickup), 0)) for t in tracks], signatures[1:]
     ts = signatures[0] if signatures else None
-    return tracks, "4/4" if ts is None else f"{ts.numerator}/{ts.denominator}"
+    names = [i.name.strip() or pretty_midi.program_to_instrument_name(i.program) for i in instruments]
+    return tracks, "4/4" if ts is None else f"{ts.numerator}/{ts.denominator}", names

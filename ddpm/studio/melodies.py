@@ -16,7 +16,6 @@ from ddpm.music.events import (
     events_to_notes,
     fit_length,
     from_first_bar,
-    midi_track_names,
     most_notes,
     read_midi_tracks,
 )
@@ -44,8 +43,7 @@ def read_upload(name: str, data: bytes, steps: int, track: int | None = None) ->
         path = Path(tmp) / "upload.mid"
         path.write_bytes(data)
         try:
-            lines, _ = read_midi_tracks(path)
-            names = midi_track_names(path)
+            lines, _, names = read_midi_tracks(path)
         except ValueError as e:
             if "no pitched notes" in str(e):
                 raise UserError(f"{name}: no melody (no pitched, non-drum notes in the file)") from e
@@ -56,11 +54,11 @@ def read_upload(name: str, data: bytes, steps: int, track: int | None = None) ->
     tracks = [
         {"index": k, "name": names[k], "notes": int((e >= 2).sum()), "chosen": k == chosen} for k, e in enumerate(lines)
     ]
-    where = f"{name}: track {chosen} ({names[chosen]})" if len(lines) > 1 and 0 <= chosen < len(lines) else name
     if not 0 <= chosen < len(lines):
         raise UploadError(
             f"{name}: no track {track}; the file has {len(lines)} pitched tracks (0 to {len(lines) - 1})", tracks
         )
+    where = f"{name}: track {chosen} ({names[chosen]})" if len(lines) > 1 else name
     events = lines[chosen]
     if not (events >= 2).any():
         raise UploadError(f"{where}: no melody (no notes between MIDI pitch 21 and 108)", tracks)
