@@ -7,6 +7,7 @@ from ddpm.music.events import (
     Note,
     events_to_notes,
     notes_to_events,
+    pad_windows,
     read_midi,
     write_midi,
 )
@@ -69,3 +70,18 @@ def test_midi_write_read_round_trip(tmp_path):
 def test_write_midi_rejects_bad_events(tmp_path):
     with pytest.raises(ValueError, match="1-D array of classes"):
         write_midi(np.array([0, 95]), tmp_path / "x.mid")
+
+
+def test_padding_to_whole_windows_ends_a_sounding_last_note():
+    # As Magenta's Melody.set_length: a note that lasts to the end is ended where the padding starts.
+    held = np.array([on(60), 0, 0, on(62)] + [0] * 6)  # the D sounds to step 10
+    assert pad_windows(held).tolist() == held.tolist() + [NOTE_OFF] + [0] * 21
+    ended = np.array([on(60), 0, NOTE_OFF, 0])  # already ended: rest padding only
+    assert pad_windows(ended).tolist() == ended.tolist() + [0] * 28
+    whole = np.r_[on(64), np.zeros(31, int)]  # a whole window: nothing to pad, the note is not cut
+    assert pad_windows(whole).tolist() == whole.tolist()
+    assert pad_windows(np.zeros(0, int)).tolist() == [0] * 32  # at least one window
+    assert (
+        len(pad_windows(np.r_[held, np.zeros(30, int)])) == 64
+        and pad_windows(np.r_[held, np.zeros(30, int)])[40] == NOTE_OFF
+    )

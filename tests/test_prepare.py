@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 
 from ddpm.errors import UserError
 from ddpm.io.tfrecords import read_latents
+from ddpm.music import corpus
 from tests.helpers import compose_train, melody_overrides
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
@@ -39,7 +40,7 @@ def test_manifest_records_inputs_counts_and_stage_times(melody_run):
         assert data["events"].shape == (evals, 4 * 32)  # one corpus melody per eval record
 
 
-def test_stage_reuses_its_folder_and_rebuilds_when_inputs_change(melody_run, tmp_path):
+def test_stage_reuses_its_folder_and_rebuilds_when_inputs_change(melody_run, tmp_path, monkeypatch):
     root, _ = melody_run
     latents = tmp_path / "latents"
     shutil.copytree(root / "latents", latents)
@@ -47,6 +48,9 @@ def test_stage_reuses_its_folder_and_rebuilds_when_inputs_change(melody_run, tmp
     stage = stage_for(root, latents)
     assert stage.manifest() is not None and stage.run()["active_dims"] == 512
     assert (latents / "manifest.json").stat().st_mtime_ns == before  # same inputs: reused as it is
+    monkeypatch.setattr(corpus, "EXTRACTION_VERSION", corpus.EXTRACTION_VERSION + 1)
+    assert stage.manifest() is None  # the corpus is extracted another way now: its latents are stale
+    monkeypatch.undo()
 
     manifest = stage_for(root, latents, "prepare.kl_threshold=1e9", "prepare.shards=2").run()  # other inputs
     assert manifest["inputs"]["kl_threshold"] == 1e9 and manifest["active_dims"] == 0

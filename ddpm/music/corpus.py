@@ -35,6 +35,7 @@ from ddpm.music.events import (
     Note,
     from_first_bar,
     notes_to_events,
+    pad_windows,
     read_midi_tracks,
 )
 from ddpm.progress import Progress
@@ -65,7 +66,8 @@ class Tune:
 
 
 METERS = ("duple", "all")
-EXTRACTION_VERSION = 3  # bump when the events of a tune change, so that older caches are not reused
+EXTRACTION_VERSION = 4  # bump when the events of a tune change, so that older caches and latents are not reused
+# (4: the padding to whole windows ends the last note instead of holding it)
 MIDI_TRACKS = ("each", "longest")  # every track a melody (Magenta's practice), or the melody with the most notes
 MIDI_VERSION = 2  # the same, for the MIDI folder's tunes alone (2: tracks, first-bar start, 5 pitches)
 MIN_PITCHES = 5  # a MIDI track with fewer distinct pitches is no melody (Magenta's min_unique_pitches)
@@ -150,12 +152,11 @@ def abc_to_tune(handler, source: str, meters: str = "duple") -> tuple["Tune | No
 
 
 def events_to_tune(events: np.ndarray, title: str, source: str, meter: str) -> tuple["Tune | None", str]:
-    """Pad events to whole windows and wrap them; skip tunes with no notes."""
+    """Pad events to whole windows (a note-off ends a last note the padding would hold) and wrap them;
+    skip tunes with no notes."""
     if not (events >= 2).any():
         return None, "no notes"
-    steps = -(-len(events) // WINDOW_STEPS) * WINDOW_STEPS
-    events = np.pad(events, (0, steps - len(events)))
-    return Tune(title, source, meter, events.astype(np.int8)), "ok"
+    return Tune(title, source, meter, pad_windows(events).astype(np.int8)), "ok"
 
 
 def _parse_file(path: str, meters: str = "duple") -> tuple[list[Tune], list[tuple[str, str]]]:
@@ -454,6 +455,7 @@ class Corpus:
             "midi_dir": self.midi_dir,
             **(self._midi_spec() if self.midi_dir else {}),
             "meters": self.meters,
+            "extraction": EXTRACTION_VERSION,
             "eval_fraction": self.eval_fraction,
             "split_seed": self.seed,
         }

@@ -92,19 +92,30 @@ def write_midi(events: np.ndarray, path: str | Path, qpm: float = 120.0, program
     return path
 
 
-def fit_length(events: np.ndarray, steps: int) -> np.ndarray:
-    """Pad to whole windows with rest (a note-off ends the last note), then loop to ``steps`` (or cut to them):
-    a melody of another length as the model holds it, repeated from its start as short tunes are in training."""
+def pad_windows(events: np.ndarray) -> np.ndarray:
+    """Pad to whole windows (at least one) with rest; a note that sounds to the end is ended by a note-off
+    where the padding starts, as Magenta's ``Melody.set_length`` ends sustained notes, not held through it."""
     events = np.asarray(events, dtype=np.int64)
-    windows = max(1, -(-len(events) // WINDOW_STEPS))
-    padded = np.zeros(windows * WINDOW_STEPS, dtype=np.int64)
+    padded = np.zeros(max(1, -(-len(events) // WINDOW_STEPS)) * WINDOW_STEPS, dtype=np.int64)
     padded[: len(events)] = events
-    changes = np.flatnonzero(events != 0)
-    sounding = len(changes) > 0 and events[changes[-1]] >= 2  # the last note lasts to the end
-    if sounding and len(events) < len(padded):
+    if len(events) < len(padded) and _sounding(events):
         padded[len(events)] = NOTE_OFF
+    return padded
+
+
+def _sounding(events: np.ndarray) -> bool:
+    """Whether the last note lasts to the end of ``events``."""
+    changes = np.flatnonzero(events != NO_EVENT)
+    return len(changes) > 0 and events[changes[-1]] >= 2
+
+
+def fit_length(events: np.ndarray, steps: int) -> np.ndarray:
+    """Pad to whole windows (``pad_windows``), then loop to ``steps`` (or cut to them): a melody of another
+    length as the model holds it, repeated from its start as short tunes are in training."""
+    events = np.asarray(events, dtype=np.int64)
+    padded = pad_windows(events)
     looped = np.resize(padded, steps)
-    if sounding and len(events) == len(padded) and padded[0] == NO_EVENT:  # a rest opens each repeat
+    if len(events) == len(padded) and _sounding(events) and padded[0] == NO_EVENT:  # a rest opens each repeat
         looped[len(padded) :: len(padded)] = NOTE_OFF
     return looped
 
