@@ -9,7 +9,8 @@ MusicVAE from their latents as the model sees them (active dims, the rest refill
 is: what the chain can at best give back), and ``--n`` unconditional samples (``--sampler``, loops
 from the run's period prior, ``--seed``), as drawn and widened by the run's spread. Columns: mean
 notes per bar, its 5/25/50/75/95% quantiles over sequences, the share of bars with 8 or more notes,
-and for the rows in model space the Fréchet distance of their frames to the frames of the train
+the share of notes that last a bar or more (a tune's held last note shows here), and for the rows
+in model space the Fréchet distance of their frames to the frames of the train
 sequences that the decoded train row does not hold (``--n`` random train sequences are decoded).
 """
 
@@ -41,13 +42,20 @@ def bar_counts(melodies: np.ndarray) -> np.ndarray:
     return counts
 
 
+def long_share(melodies: np.ndarray) -> float:
+    """The share of notes that last a bar (16 steps) or more."""
+    lengths = [note.end - note.start for melody in melodies for note in events_to_notes(melody)]
+    return float(np.mean(np.array(lengths) >= BAR_STEPS)) if lengths else 0.0
+
+
 def row(name: str, melodies: np.ndarray, fd: float | None = None) -> str:
     counts = bar_counts(melodies)
     per_sequence = counts.mean(axis=1)
     quantiles = " / ".join(f"{q:5.2f}" for q in np.quantile(per_sequence, [0.05, 0.25, 0.5, 0.75, 0.95]))
     dense = (counts >= 8).mean()
     frechet = "" if fd is None else f"{fd:6.2f}"
-    return f"{name:34s} {len(melodies):5d}  {per_sequence.mean():5.2f}   {quantiles}   {dense:5.3f}   {frechet}"
+    figures = f"{per_sequence.mean():5.2f}   {quantiles}   {dense:5.3f}   {long_share(melodies):5.3f}     {frechet}"
+    return f"{name:34s} {len(melodies):5d}  {figures}"
 
 
 def main() -> None:
@@ -73,7 +81,7 @@ def main() -> None:
 
     eval_model = codec.to_model(eval_latents(config))
     header = "set                                    n  notes/bar  quantiles 5 / 25 / 50 / 75 / 95 %      bars >= 8"
-    print(header + "  frame FD")
+    print(header + "  notes >= bar  frame FD")
     print(row("eval split, corpus events", read_eval_events(Path(config["data"]["dir"]))[0]))
     print(row("eval split, decoded", codec.melodies(eval_model, args.seed)), flush=True)
     print(row("train split, corpus events", train_events(config, codec.frames)))
