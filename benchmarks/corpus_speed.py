@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from omegaconf import OmegaConf  # noqa: E402
 
 from ddpm.music import corpus  # noqa: E402
+from ddpm.music.tunes import METERS  # noqa: E402
 
 FOLK = Path(__file__).resolve().parents[1] / "conf" / "corpus" / "folk.yaml"
 
@@ -40,7 +41,7 @@ def main() -> None:
     folk = OmegaConf.load(FOLK)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--collections", nargs="+", default=list(folk.collections))
-    parser.add_argument("--meters", choices=corpus.METERS, default=folk.get("meters", "duple"))
+    parser.add_argument("--meters", choices=METERS, default=folk.get("meters", "duple"))
     parser.add_argument("--workers", type=int, default=folk.get("workers", 2))
     parser.add_argument("--files", type=int, default=None, help="only the first N files of each collection")
     args = parser.parse_args()

@@ -20,7 +20,8 @@ from ddpm.config_check import INTEGER, REAL, check_overrides
 from ddpm.data.mvae import LatentDataModule
 from ddpm.errors import UserError
 from ddpm.io.tfrecords import masked_crc, write_latents
-from ddpm.music.corpus import load_melodies, midi_tunes
+from ddpm.music.corpus import load_melodies
+from ddpm.music.midi_corpus import midi_tunes
 from ddpm.music.musicvae import MusicVAE
 from ddpm.music.vae_io import load_musicvae, save_musicvae
 from ddpm.sampling import load_checkpoint, restore, sample

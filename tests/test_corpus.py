@@ -9,8 +9,10 @@ import pytest
 
 from ddpm.errors import ConfigError
 from ddpm.music import abc, corpus
-from ddpm.music.corpus import Tune, _parse_file, corpus_root, load_melodies, midi_tunes, split_by_title
+from ddpm.music.corpus import _parse_file, corpus_root, load_melodies, split_by_title
 from ddpm.music.events import MIN_PITCH, NOTE_OFF, NUM_CLASSES, WINDOW_STEPS, events_to_notes, write_midi
+from ddpm.music.midi_corpus import midi_tunes
+from ddpm.music.tunes import Tune
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,9 @@ bar line one time in three); ``meters="duple"`` keeps only meters whose bar divi
 ABC files go through ``ddpm.music.abc`` (music21's ABC tokens, no music21 streams: the same notes
 for over 10x less CPU); MusicXML and the rare ABC tune it declines through music21's full parse.
 Tunes are split into train/eval by title, so a tune that appears twice (in two collections, or
-twice in one) never lands on both sides.
+twice in one) never lands on both sides. The tunes of a MIDI folder come from ``ddpm.music.midi_corpus``;
+what both sources share (``Tune``, the meter rule, the padding, parsing in processes) from
+``ddpm.music.tunes``.
 """
 
 import hashlib
@@ -18,10 +20,7 @@ import logging
 import re
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
-from fractions import Fraction
-from functools import partial
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +28,9 @@ import numpy as np
 from ddpm.errors import ConfigError, MissingFileError
 from ddpm.io.atomic import atomic_path
 from ddpm.music import abc
-from ddpm.music.events import (
-    STEPS_PER_QUARTER,
-    WINDOW_STEPS,
-    Note,
-    from_first_bar,
-    notes_to_events,
-    read_midi_tracks,
-)
-from ddpm.progress import Progress
+from ddpm.music.events import STEPS_PER_QUARTER, Note, notes_to_events
+from ddpm.music.midi_corpus import MIDI_VERSION, check_tracks, folder_tunes, midi_digest, midi_files
+from ddpm.music.tunes import Records, Tune, bar_fits, events_to_tune, parse_files
 
 log = logging.getLogger(__name__)
 
@@ -52,23 +45,7 @@ COLLECTIONS = {
 }
 
 
-@dataclass
-class Tune:
-    title: str
-    source: str
-    meter: str
-    events: np.ndarray  # [steps], a whole number of 32-step windows
-
-    @property
-    def num_windows(self) -> int:
-        return len(self.events) // WINDOW_STEPS
-
-
-METERS = ("duple", "all")
 EXTRACTION_VERSION = 3  # bump when the events of a tune change, so that older caches and latents are not reused
-MIDI_TRACKS = ("each", "longest")  # every track a melody (Magenta's practice), or the melody with the most notes
-MIDI_VERSION = 2  # the same, for the MIDI folder's tunes alone (2: tracks, first-bar start, 5 pitches)
-MIN_PITCHES = 5  # a MIDI track with fewer distinct pitches is no melody (Magenta's min_unique_pitches)
 
 
 def corpus_root() -> Path:
@@ -88,14 +65,6 @@ def check_meter(signatures: list, meters: str = "duple") -> tuple[object, str, s
     if not bar_fits(ts.barDuration.quarterLength * STEPS_PER_QUARTER, meters):
         return None, ts.ratioString, f"meter {ts.ratioString}"
     return ts, ts.ratioString, "ok"
-
-
-def bar_fits(bar_steps: float, meters: str) -> bool:
-    """Whether a bar of ``bar_steps`` 16th steps is kept: whole steps, and with "duple" dividing the window."""
-    if meters not in METERS:
-        raise ConfigError(f"prepare.corpus.meters: got {meters!r}; expected one of {list(METERS)}")
-    whole = bar_steps > 0 and bar_steps == int(bar_steps)
-    return whole and (meters == "all" or WINDOW_STEPS % int(bar_steps) == 0)
 
 
 def grid_tune(notes: list, first_bar, length, ts, title: str, source: str) -> tuple["Tune | None", str]:
@@ -149,21 +118,7 @@ def abc_to_tune(handler, source: str, meters: str = "duple") -> tuple["Tune | No
     return tune, label, reason
 
 
-def events_to_tune(events: np.ndarray, title: str, source: str, meter: str) -> tuple["Tune | None", str]:
-    """Pad events to whole windows with rest and wrap them; skip tunes with no notes.
-
-    A last note that sounds to the tune's end is held through the padding. Ending it there with a
-    note-off (Magenta's ``Melody.set_length``, ``pad_windows``) was measured in session 25: with the
-    shipped MusicVAE, trained on held ends, the duration figures of issue 9's table fell (the
-    evaluation log, "Ending the last note at the padding"), so it waits for a MusicVAE trained on it."""
-    if not (events >= 2).any():
-        return None, "no notes"
-    steps = -(-len(events) // WINDOW_STEPS) * WINDOW_STEPS
-    events = np.pad(events, (0, steps - len(events)))
-    return Tune(title, source, meter, events.astype(np.int8)), "ok"
-
-
-def _parse_file(path: str, meters: str = "duple") -> tuple[list[Tune], list[tuple[str, str]]]:
+def _parse_file(path: str, meters: str = "duple") -> tuple[list[Tune], Records]:
     """All tunes of one ABC/MusicXML file, and (meter label, "ok" or why skipped) for each tune read."""
     from music21 import converter, stream
 
@@ -188,25 +143,10 @@ def _parse_file(path: str, meters: str = "duple") -> tuple[list[Tune], list[tupl
     return tunes, records
 
 
-def extract_files(paths: list[Path], workers: int = 2, meters: str = "duple", parse=None) -> tuple[list[Tune], list]:
-    """Parse files in ``workers`` processes (``parse(path, meters)``, by default ``_parse_file``), largest
-    first, logging progress; tunes in file order."""
-    bar_fits(16, meters)  # a bad option fails here, not in every worker
-    results: list = [None] * len(paths)
-    if parse is None:  # ABC / MusicXML: progress in tunes, and files beside it
-        parse, counts, unit = _parse_file, [_count_tunes(path) for path in paths], "tunes"
-    else:  # a MIDI folder: progress in files
-        counts, unit = [1] * len(paths), "MIDI files"
-    progress = Progress("corpus: parsed", sum(counts), unit)
-    files = (lambda n: f"{n}/{len(paths)} files") if unit == "tunes" else (lambda n: "")
-    largest_first = sorted(range(len(paths)), key=lambda i: -paths[i].stat().st_size)
-    with ProcessPoolExecutor(max(1, workers)) as pool:
-        futures = {pool.submit(parse, str(paths[i]), meters): i for i in largest_first}
-        for n, future in enumerate(as_completed(futures), 1):
-            results[futures[future]] = future.result()
-            progress.step(counts[futures[future]], files(n))
-    progress.log(files(len(paths)))
-    return [t for r in results for t in r[0]], [rec for r in results for rec in r[1]]
+def extract_files(paths: list[Path], workers: int = 2, meters: str = "duple") -> tuple[list[Tune], Records]:
+    """The tunes of ABC / MusicXML files, parsed in ``workers`` processes (0: in this one) with progress in
+    tunes; in file order."""
+    return parse_files(paths, _parse_file, meters, workers, [_count_tunes(path) for path in paths], "tunes")
 
 
 def _count_tunes(path: Path) -> int:
@@ -222,89 +162,6 @@ def corpus_files(collections: list[str]) -> list[Path]:
     if unknown:
         raise ConfigError(f"prepare.corpus.collections: unknown {unknown}; choose from {sorted(COLLECTIONS)}")
     return [p for c in collections for p in sorted(root.glob(COLLECTIONS[c]))]
-
-
-def midi_tunes(folder: str | Path, meters: str = "duple", tracks: str = "each") -> tuple[list[Tune], dict[str, int]]:
-    """Melodies from a folder of ``.mid``/``.midi`` files, through the same grid and meter rules."""
-    tunes, records = _midi_tunes(folder, meters, tracks)
-    return tunes, dict(Counter(reason for _, reason in records if reason != "ok"))
-
-
-def _midi_files(folder: str | Path) -> list[Path]:
-    return sorted(Path(folder).rglob("*.mid*"))
-
-
-def midi_digest(folder: str | Path | None) -> str | None:
-    """A digest of the MIDI files under ``folder`` (their paths in it and their bytes), so that a folder
-    whose files were added, removed or changed is extracted again; ``None`` for no folder or a missing one."""
-    if not folder or not Path(folder).is_dir():
-        return None
-    digest = hashlib.sha256()
-    for path in _midi_files(folder):
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{path.stat().st_size}\0".encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def check_tracks(tracks: str) -> str:
-    if tracks not in MIDI_TRACKS:
-        raise ConfigError(f"prepare.corpus.midi_tracks: got {tracks!r}; expected one of {list(MIDI_TRACKS)}")
-    return tracks
-
-
-def _midi_tunes(
-    folder: str | Path, meters: str, tracks: str = "each", workers: int = 0
-) -> tuple[list[Tune], list[tuple[str, str]]]:
-    """Tunes of a MIDI folder and (meter, "ok" or why skipped) for each track read (one for a file skipped
-    whole); with ``workers``, parsed in that many processes with progress, as the corpus files are."""
-    check_tracks(tracks)
-    parse = partial(_midi_file, tracks=tracks)
-    if workers:
-        return extract_files(_midi_files(folder), workers, meters, parse)
-    results = [parse(str(path), meters) for path in _midi_files(folder)]
-    return [t for r in results for t in r[0]], [rec for r in results for rec in r[1]]
-
-
-def _midi_file(path: str, meters: str, tracks: str) -> tuple[list[Tune], list[tuple[str, str]]]:
-    """The tunes of one MIDI file: its tracks (``tracks``: "each" or "longest") through ``melody_line``."""
-    path = Path(path)
-    try:
-        lines, meter, _ = read_midi_tracks(path)
-    except Exception:  # noqa: BLE001 - unreadable or empty MIDI file
-        return [], [("unknown", "unreadable midi")]
-    numerator, denominator = (int(x) for x in meter.split("/"))
-    bar = Fraction(numerator * 4 * STEPS_PER_QUARTER, denominator)
-    if not bar_fits(bar, meters):
-        return [], [(meter, f"meter {meter}")]
-    seen: list[np.ndarray] = []
-    lines = [(k, *melody_line(events, int(bar), seen)) for k, events in enumerate(lines)]  # (track, events, reason)
-    if tracks == "longest":  # of the tracks that are melodies the one with the most notes, else why the first is not
-        melodies = [line for line in lines if line[2] == "ok"] or [lines[0]]
-        lines = [max(melodies, key=lambda line: ((line[1] >= 2).sum(), -line[0]))]
-    tunes, records = [], []
-    for k, events, reason in lines:
-        tune, reason = events_to_tune(events, path.stem, f"{path}#{k}", meter) if reason == "ok" else (None, reason)
-        tunes += [tune] if tune is not None else []
-        records.append((meter, reason))
-    return tunes, records
-
-
-def melody_line(events: np.ndarray, bar: int, seen: list[np.ndarray]) -> tuple[np.ndarray, str]:
-    """One MIDI track's events -> (them from the bar of the first note, "ok" or why they are no melody).
-
-    Magenta's melody extraction (``melodies_lib.extract_melodies``) starts a melody at the bar of its
-    first note and keeps lines of at least 5 distinct pitches; a track that repeats an earlier track
-    of the file note for note (a doubled part) is left out, so it is not learned twice.
-    """
-    if not (events >= 2).any():
-        return events, "no notes"
-    events = from_first_bar(events, bar)
-    if len(np.unique(events[events >= 2])) < MIN_PITCHES:
-        return events, f"fewer than {MIN_PITCHES} pitches"
-    if any(len(e) == len(events) and (e == events).all() for e in seen):
-        return events, "doubled track"
-    seen.append(events)
-    return events, "ok"
 
 
 def split_by_title(tunes: list[Tune], eval_fraction: float = 0.1, seed: int = 0) -> tuple[list[Tune], list[Tune]]:
@@ -348,7 +205,7 @@ def load_melodies(
         folder = Path(midi_dir)
         if not folder.is_dir():
             raise MissingFileError(f"corpus.midi_dir={midi_dir}: no such folder (expected a folder of .mid files)")
-        if not _midi_files(folder):
+        if not midi_files(folder):
             raise MissingFileError(f"corpus.midi_dir={midi_dir}: no .mid or .midi files in it")
     key = {"collections": collections, "midi_dir": str(midi_dir) if midi_dir else None, "meters": meters}
     if midi_dir:  # the folder's content, not just its name, and how its files are read
@@ -360,7 +217,7 @@ def load_melodies(
     start = time.perf_counter()
     tunes, records = extract_files(corpus_files(collections), workers, meters) if collections else ([], [])
     if midi_dir:
-        more, more_records = _midi_tunes(midi_dir, meters, midi_tracks, workers)
+        more, more_records = folder_tunes(midi_dir, meters, midi_tracks, workers)
         tunes, records = tunes + more, records + more_records
     skipped = dict(Counter(reason for _, reason in records if reason != "ok"))
     if not tunes:

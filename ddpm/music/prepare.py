@@ -26,9 +26,10 @@ from omegaconf import OmegaConf
 
 from ddpm.io.atomic import atomic_path, atomic_write_text
 from ddpm.io.tfrecords import write_latents
-from ddpm.music.corpus import Corpus, Tune
+from ddpm.music.corpus import Corpus
 from ddpm.music.events import WINDOW_STEPS
 from ddpm.music.musicvae import kl_per_dim
+from ddpm.music.tunes import Tune
 from ddpm.music.vae_io import encode_windows, reconstruction
 from ddpm.music.vae_training import MusicVAETraining
 
