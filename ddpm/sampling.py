@@ -183,7 +183,7 @@ def resolve_device(name: str) -> torch.device:
 
 def midi_melody(path: str | Path, steps: int, track: int | None = None) -> np.ndarray:
     """A user's MIDI file -> ``steps`` melody events of its pitched track ``track`` (file order; by default
-    the one with the most notes), from the bar of its first note: cut to length, or played again from
+    its melody, ``melody_track``), from the bar of its first note: cut to length, or played again from
     the start until long enough (as short tunes are in training)."""
     from ddpm.music.events import MissingTrackError, fit_length, from_first_bar, read_midi
 
@@ -211,7 +211,7 @@ def infill_inputs(
     ``known`` is model space ``[n, frames, kept]``; ``originals`` the same sequences in the original
     latent space with every dimension (the stored means): the first ``n`` eval sequences of the run
     (``run_config``), or ``n`` copies of the melody of the MIDI file ``midi`` (its pitched track ``track``,
-    by default the one with the most notes) encoded with the run's MusicVAE.
+    by default its melody) encoded with the run's MusicVAE.
     """
     if len(codec.sample_shape) != 2:
         raise ConfigError(f"infill needs sequence data [frames, dims]; this model's samples are {codec.sample_shape}")

@@ -85,3 +85,27 @@ def test_padding_to_whole_windows_ends_a_sounding_last_note():
         len(pad_windows(np.r_[held, np.zeros(30, int)])) == 64
         and pad_windows(np.r_[held, np.zeros(30, int)])[40] == NOTE_OFF
     )
+
+
+def test_a_files_default_track_is_its_melody_not_a_busier_ostinato(tmp_path):
+    """Track 0: a 2-pitch ostinato of 32 notes; track 1: a 6-pitch tune of 12 notes; track 2: a 5-pitch line
+    of 8. The default is the track with the most notes among those with 5 or more pitches (track 1); with
+    no such track, the one with the most notes."""
+    import pretty_midi
+
+    def write(parts, name):
+        midi = pretty_midi.PrettyMIDI(initial_tempo=120.0)  # a 16th step = 0.125 s
+        for pitches, every in parts:
+            track = pretty_midi.Instrument(0)
+            track.notes = [
+                pretty_midi.Note(90, p, i * every * 0.125, (i * every + 1) * 0.125) for i, p in enumerate(pitches)
+            ]
+            midi.instruments.append(track)
+        midi.write(str(tmp_path / name))
+        return tmp_path / name
+
+    ostinato, tune, line = ([48, 55] * 16, 2), ([60, 62, 64, 65, 67, 69] * 2, 4), ([72, 74, 76, 77, 79] + [72] * 3, 4)
+    events, _ = read_midi(write([ostinato, tune, line], "band.mid"))
+    assert (events[events >= 2] + 19).tolist() == tune[0]
+    events, _ = read_midi(write([ostinato, ([60, 62] * 3, 4)], "no_tune.mid"))
+    assert (events[events >= 2] + 19).tolist() == ostinato[0]  # none has 5 pitches: the most notes

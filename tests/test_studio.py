@@ -89,8 +89,8 @@ def song_bytes(tmp_path) -> bytes:
     midi = pretty_midi.PrettyMIDI(initial_tempo=120.0)  # a 16th step = 0.125 s; the model holds 8 bars
     tune = pretty_midi.Instrument(0, name="Tune")  # enters in bar 9, 4 bars long
     tune.notes = [pretty_midi.Note(90, 72 + i % 5, (128 + 4 * i) * 0.125, (130 + 4 * i) * 0.125) for i in range(16)]
-    pad = pretty_midi.Instrument(48, name="Pad")  # 12 bars from bar 1: the most notes, too long
-    pad.notes = [pretty_midi.Note(90, 60 + i % 3, 8 * i * 0.125, (8 * i + 6) * 0.125) for i in range(24)]
+    pad = pretty_midi.Instrument(48, name="Pad")  # 12 bars from bar 1: the most notes (of 5 pitches), too long
+    pad.notes = [pretty_midi.Note(90, 60 + i % 5, 8 * i * 0.125, (8 * i + 6) * 0.125) for i in range(24)]
     high = pretty_midi.Instrument(1, name="Whistle")  # only above MIDI 108
     high.notes = [pretty_midi.Note(90, 110, 0.0, 1.0)]
     midi.instruments += [tune, pad, high]

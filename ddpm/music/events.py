@@ -14,6 +14,7 @@ MIN_PITCH, MAX_PITCH = 21, 108
 NUM_CLASSES = 2 + MAX_PITCH - MIN_PITCH + 1  # 90
 STEPS_PER_QUARTER = 4
 WINDOW_STEPS = 32  # one MusicVAE window: 2 bars of 4/4
+MIN_PITCHES = 5  # a track with fewer distinct pitches is no melody (Magenta's min_unique_pitches)
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ class MissingTrackError(LookupError):
 
 def read_midi(path: str | Path, track: int | None = None) -> tuple[np.ndarray, int]:
     """A MIDI file -> (events on the 16th grid, steps per bar; 0 where a bar is not a whole number of steps)
-    of its pitched track ``track`` (file order, from 0), by default the one with the most notes."""
+    of its pitched track ``track`` (file order, from 0), by default the melody (``melody_track``)."""
     events, meter = read_midi_melody(path, track)
     numerator, denominator = (int(x) for x in meter.split("/"))
     steps, remainder = divmod(numerator * 4 * STEPS_PER_QUARTER, denominator)
@@ -143,18 +144,21 @@ def read_midi(path: str | Path, track: int | None = None) -> tuple[np.ndarray, i
 
 
 def read_midi_melody(path: str | Path, track: int | None = None) -> tuple[np.ndarray, str]:
-    """A MIDI file -> (events of its pitched track ``track``, by default the one with the most notes; meter)."""
+    """A MIDI file -> (events of its pitched track ``track``, by default ``melody_track``'s; meter)."""
     tracks, meter, _ = read_midi_tracks(path)
     if track is None:
-        return tracks[most_notes(tracks)], meter
+        return tracks[melody_track(tracks)], meter
     if not 0 <= track < len(tracks):
         raise MissingTrackError(f"the file has {len(tracks)} pitched tracks (0 to {len(tracks) - 1})")
     return tracks[track], meter
 
 
-def most_notes(tracks: list[np.ndarray]) -> int:
-    """Index of the track with the most note onsets (the first of equals): a file's melody by default."""
-    return max(range(len(tracks)), key=lambda k: (int((tracks[k] >= 2).sum()), -k))
+def melody_track(tracks: list[np.ndarray]) -> int:
+    """Index of a file's melody by default: of its tracks with at least ``MIN_PITCHES`` distinct pitches (of
+    all, if none has), the one with the most note onsets (the first of equals), as the corpus's
+    ``midi_tracks=longest`` picks; a busy ostinato or pedal part is not taken for the tune."""
+    melodic = [k for k, t in enumerate(tracks) if len(np.unique(t[t >= 2])) >= MIN_PITCHES] or range(len(tracks))
+    return max(melodic, key=lambda k: (int((tracks[k] >= 2).sum()), -k))
 
 
 def read_midi_tracks(path: str | Path) -> tuple[list[np.ndarray], str, list[str]]:

@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from ddpm.errors import ConfigError
-from ddpm.music.events import STEPS_PER_QUARTER, from_first_bar, read_midi_tracks
+from ddpm.music.events import MIN_PITCHES, STEPS_PER_QUARTER, from_first_bar, read_midi_tracks
 from ddpm.music.tunes import Records, Tune, bar_fits, events_to_tune, parse_files
 
 MIDI_TRACKS = ("each", "longest")  # every track a melody (Magenta's practice), or the melody with the most notes
 MIDI_VERSION = 2  # the same, for the MIDI folder's tunes alone (2: tracks, first-bar start, 5 pitches)
-MIN_PITCHES = 5  # a MIDI track with fewer distinct pitches is no melody (Magenta's min_unique_pitches)
 
 
 def midi_tunes(folder: str | Path, meters: str = "duple", tracks: str = "each") -> tuple[list[Tune], dict[str, int]]:

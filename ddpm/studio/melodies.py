@@ -16,7 +16,7 @@ from ddpm.music.events import (
     events_to_notes,
     fit_length,
     from_first_bar,
-    most_notes,
+    melody_track,
     read_midi_tracks,
 )
 
@@ -27,8 +27,8 @@ BARS_PER_FRAME = WINDOW_STEPS // BAR_STEPS  # 2
 def read_upload(name: str, data: bytes, steps: int, track: int | None = None) -> tuple[np.ndarray, str, list[dict]]:
     """An uploaded MIDI file's bytes -> (events ``[steps]``, note for the user, its pitched tracks).
 
-    The melody is the file's pitched track ``track`` (file order, from 0), by default the one with the
-    most notes, from the bar of its first note; the tracks are ``{"index", "name", "notes", "chosen"}``
+    The melody is the file's pitched track ``track`` (file order, from 0), by default its melody
+    (``melody_track``), from the bar of its first note; the tracks are ``{"index", "name", "notes", "chosen"}``
     so the page can offer the others. Raises ``UserError`` naming the file when it is empty, not MIDI or
     has no pitched notes, and ``UploadError`` (with the tracks) when it has no track ``track`` or the
     track has no melody or is longer than the model's ``steps``. A shorter melody is padded to whole 2-bar windows
@@ -50,7 +50,7 @@ def read_upload(name: str, data: bytes, steps: int, track: int | None = None) ->
             raise UserError(f"{name}: not a readable MIDI file ({e})") from e
         except Exception as e:  # noqa: BLE001 - pretty_midi/mido raise many types for broken files
             raise UserError(f"{name}: not a readable MIDI file ({type(e).__name__}: {e})") from e
-    chosen = most_notes(lines) if track is None else track
+    chosen = melody_track(lines) if track is None else track
     tracks = [
         {"index": k, "name": names[k], "notes": int((e >= 2).sum()), "chosen": k == chosen} for k, e in enumerate(lines)
     ]
