@@ -54,7 +54,7 @@ def row(name: str, melodies: np.ndarray, fd: float | None = None) -> str:
     quantiles = " / ".join(f"{q:5.2f}" for q in np.quantile(per_sequence, [0.05, 0.25, 0.5, 0.75, 0.95]))
     dense = (counts >= 8).mean()
     frechet = "" if fd is None else f"{fd:6.2f}"
-    figures = f"{per_sequence.mean():5.2f}   {quantiles}   {dense:5.3f}   {long_share(melodies):5.3f}     {frechet}"
+    figures = f"{per_sequence.mean():9.2f}  {quantiles:>41}  {dense:9.3f}  {long_share(melodies):12.3f}  {frechet:>8}"
     return f"{name:34s} {len(melodies):5d}  {figures}"
 
 
@@ -80,8 +80,8 @@ def main() -> None:
     samples = module.sample(args.n, generator, sampler=sampler, loops=index, periods=periods, progress="samples")
 
     eval_model = codec.to_model(eval_latents(config))
-    header = "set                                    n  notes/bar  quantiles 5 / 25 / 50 / 75 / 95 %      bars >= 8"
-    print(header + "  notes >= bar  frame FD")
+    header = f"{'set':34s} {'n':>5}  {'notes/bar':>9}  {'quantiles 5 / 25 / 50 / 75 / 95 %':>41}  {'bars >= 8':>9}"
+    print(header + f"  {'notes >= bar':>12}  {'frame FD':>8}")
     print(row("eval split, corpus events", read_eval_events(Path(config["data"]["dir"]))[0]))
     print(row("eval split, decoded", codec.melodies(eval_model, args.seed)), flush=True)
     print(row("train split, corpus events", train_events(config, codec.frames)))

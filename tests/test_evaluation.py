@@ -515,9 +515,9 @@ def test_infilling_copies_the_kept_frames_of_the_loop_it_shows(melody_run, tmp_p
 
 
 def test_infill_track_picks_a_track_of_the_users_file(melody_run, tmp_path):
-    """By default the pitched track with the most notes (not the first, not the drums); infill_track=k the
-    k-th pitched track in file order; a track the file does not have, or infill_track without a file, is
-    a one-line error."""
+    """By default the melody (no track here has 5 pitches: the one with the most notes; not the first, not
+    the drums); infill_track=k the k-th pitched track in file order; a track the file does not have, or
+    infill_track without a file, is a one-line error."""
     import pretty_midi
 
     from ddpm.errors import ConfigError

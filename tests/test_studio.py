@@ -70,7 +70,7 @@ def test_an_upload_offers_its_tracks_and_reads_the_one_asked_for(tmp_path):
     bass, note, tracks = read_upload("band.mid", data, STEPS)
     assert tracks == [
         {"index": 0, "name": "Tune", "notes": 4, "chosen": False},
-        {"index": 1, "name": "Electric Bass (finger)", "notes": 16, "chosen": True},  # the most notes
+        {"index": 1, "name": "Electric Bass (finger)", "notes": 16, "chosen": True},  # no 5 pitches: most notes
     ]
     assert note.startswith("track 1 of 2 (Electric Bass (finger)), 4 bars")
     assert (bass[np.flatnonzero(bass >= 2)[:4]] + 19).tolist() == [40, 43, 40, 43]

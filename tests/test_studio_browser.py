@@ -212,7 +212,7 @@ def test_an_upload_with_several_tracks_offers_them(page, tmp_path):
     page.wait_for_selector("#panel-infill .tracks:not([hidden])")
     options = page.eval_on_selector_all("#panel-infill .track option", "els => els.map(o => o.textContent)")
     assert options == ["0: Tune (4 notes)", "1: Electric Bass (finger) (16 notes)"]
-    assert page.input_value("#panel-infill .track") == "1"  # the most notes
+    assert page.input_value("#panel-infill .track") == "1"  # none has 5 pitches: the most notes
     assert "track 1 of 2" in page.inner_text("#infill-source figcaption")
     page.select_option("#panel-infill .track", "0")
     page.wait_for_function("document.querySelector('#infill-source figcaption').textContent.includes('track 0 of 2')")

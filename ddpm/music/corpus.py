@@ -286,7 +286,7 @@ class Corpus:
         midi_dir: a folder of ``.mid`` files extracted the same way (``None``: none).
         cache_dir: where the extracted tunes are cached (keyed by this spec and music21's version).
         eval_fraction: share of titles held out; seed: the split's seed.
-        workers: parser processes; meters: "duple" or "all" (see ``bar_fits``).
+        workers: parser processes (0: in this one); meters: "duple" or "all" (see ``bar_fits``).
         midi_tracks: "each" (every track of a MIDI file a tune) or "longest" (its melody track with most notes).
     """
 

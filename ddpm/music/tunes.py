@@ -67,13 +67,13 @@ def parse_files(
     a file. Tunes and records in file order."""
     bar_fits(16, meters)  # a bad option fails here, not in every worker
     results: list = [None] * len(paths)
-    progress = Progress("corpus: parsed", sum(counts) if counts else len(paths), unit)
-    files = (lambda n: f"{n}/{len(paths)} files") if counts else (lambda n: "")
+    progress = Progress("corpus: parsed", sum(counts) if counts is not None else len(paths), unit)
+    files = (lambda n: f"{n}/{len(paths)} files") if counts is not None else (lambda n: "")
     largest_first = sorted(range(len(paths)), key=lambda i: -paths[i].stat().st_size)
 
     def done(n: int, i: int, result) -> None:
         results[i] = result
-        progress.step(counts[i] if counts else 1, files(n))
+        progress.step(counts[i] if counts is not None else 1, files(n))
 
     if workers <= 0:
         for n, i in enumerate(largest_first, 1):
