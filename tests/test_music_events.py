@@ -6,8 +6,8 @@ from ddpm.music.events import (
     NUM_CLASSES,
     Note,
     events_to_notes,
+    fit_length,
     notes_to_events,
-    pad_windows,
     read_midi,
     write_midi,
 )
@@ -75,16 +75,14 @@ def test_write_midi_rejects_bad_events(tmp_path):
 def test_padding_to_whole_windows_ends_a_sounding_last_note():
     # As Magenta's Melody.set_length: a note that lasts to the end is ended where the padding starts.
     held = np.array([on(60), 0, 0, on(62)] + [0] * 6)  # the D sounds to step 10
-    assert pad_windows(held).tolist() == held.tolist() + [NOTE_OFF] + [0] * 21
+    assert fit_length(held, 32).tolist() == held.tolist() + [NOTE_OFF] + [0] * 21
     ended = np.array([on(60), 0, NOTE_OFF, 0])  # already ended: rest padding only
-    assert pad_windows(ended).tolist() == ended.tolist() + [0] * 28
+    assert fit_length(ended, 32).tolist() == ended.tolist() + [0] * 28
     whole = np.r_[on(64), np.zeros(31, int)]  # a whole window: nothing to pad, the note is not cut
-    assert pad_windows(whole).tolist() == whole.tolist()
-    assert pad_windows(np.zeros(0, int)).tolist() == [0] * 32  # at least one window
-    assert (
-        len(pad_windows(np.r_[held, np.zeros(30, int)])) == 64
-        and pad_windows(np.r_[held, np.zeros(30, int)])[40] == NOTE_OFF
-    )
+    assert fit_length(whole, 32).tolist() == whole.tolist()
+    assert fit_length(np.zeros(0, int), 32).tolist() == [0] * 32  # at least one window
+    longer = np.r_[held, np.zeros(30, int)]  # 40 steps: two windows, the note ended at step 40
+    assert fit_length(longer, 64)[40] == NOTE_OFF and fit_length(longer, 64)[41:].tolist() == [0] * 23
 
 
 def test_a_files_default_track_is_its_melody_not_a_busier_ostinato(tmp_path):

@@ -93,30 +93,19 @@ def write_midi(events: np.ndarray, path: str | Path, qpm: float = 120.0, program
     return path
 
 
-def pad_windows(events: np.ndarray) -> np.ndarray:
-    """Pad to whole windows (at least one) with rest; a note that sounds to the end is ended by a note-off
-    where the padding starts, as Magenta's ``Melody.set_length`` ends sustained notes, not held through it."""
-    events = np.asarray(events, dtype=np.int64)
-    padded = np.zeros(max(1, -(-len(events) // WINDOW_STEPS)) * WINDOW_STEPS, dtype=np.int64)
-    padded[: len(events)] = events
-    if len(events) < len(padded) and _sounding(events):
-        padded[len(events)] = NOTE_OFF
-    return padded
-
-
-def _sounding(events: np.ndarray) -> bool:
-    """Whether the last note lasts to the end of ``events``."""
-    changes = np.flatnonzero(events != NO_EVENT)
-    return len(changes) > 0 and events[changes[-1]] >= 2
-
-
 def fit_length(events: np.ndarray, steps: int) -> np.ndarray:
-    """Pad to whole windows (``pad_windows``), then loop to ``steps`` (or cut to them): a melody of another
-    length as the model holds it, repeated from its start as short tunes are in training."""
+    """Pad to whole windows with rest (a note-off ends the last note), then loop to ``steps`` (or cut to them):
+    a melody of another length as the model holds it, repeated from its start as short tunes are in training."""
     events = np.asarray(events, dtype=np.int64)
-    padded = pad_windows(events)
+    windows = max(1, -(-len(events) // WINDOW_STEPS))
+    padded = np.zeros(windows * WINDOW_STEPS, dtype=np.int64)
+    padded[: len(events)] = events
+    changes = np.flatnonzero(events != 0)
+    sounding = len(changes) > 0 and events[changes[-1]] >= 2  # the last note lasts to the end
+    if sounding and len(events) < len(padded):
+        padded[len(events)] = NOTE_OFF
     looped = np.resize(padded, steps)
-    if len(events) == len(padded) and _sounding(events) and padded[0] == NO_EVENT:  # a rest opens each repeat
+    if sounding and len(events) == len(padded) and padded[0] == NO_EVENT:  # a rest opens each repeat
         looped[len(padded) :: len(padded)] = NOTE_OFF
     return looped
 
@@ -153,11 +142,16 @@ def read_midi_melody(path: str | Path, track: int | None = None) -> tuple[np.nda
     return tracks[track], meter
 
 
+def distinct_pitches(events: np.ndarray) -> int:
+    """How many different pitches the melody ``events`` plays."""
+    return len(np.unique(events[events >= 2]))
+
+
 def melody_track(tracks: list[np.ndarray]) -> int:
     """Index of a file's melody by default: of its tracks with at least ``MIN_PITCHES`` distinct pitches (of
     all, if none has), the one with the most note onsets (the first of equals), as the corpus's
     ``midi_tracks=longest`` picks; a busy ostinato or pedal part is not taken for the tune."""
-    melodic = [k for k, t in enumerate(tracks) if len(np.unique(t[t >= 2])) >= MIN_PITCHES] or range(len(tracks))
+    melodic = [k for k, t in enumerate(tracks) if distinct_pitches(t) >= MIN_PITCHES] or range(len(tracks))
     return max(melodic, key=lambda k: (int((tracks[k] >= 2).sum()), -k))
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ddpm.errors import ConfigError
-from ddpm.music.events import MIN_PITCHES, STEPS_PER_QUARTER, from_first_bar, read_midi_tracks
+from ddpm.music.events import MIN_PITCHES, STEPS_PER_QUARTER, distinct_pitches, from_first_bar, read_midi_tracks
 from ddpm.music.tunes import Records, Tune, bar_fits, events_to_tune, parse_files
 
 MIDI_TRACKS = ("each", "longest")  # every track a melody (Magenta's practice), or the melody with the most notes
@@ -86,7 +86,7 @@ def melody_line(events: np.ndarray, bar: int, seen: list[np.ndarray]) -> tuple[n
     if not (events >= 2).any():
         return events, "no notes"
     events = from_first_bar(events, bar)
-    if len(np.unique(events[events >= 2])) < MIN_PITCHES:
+    if distinct_pitches(events) < MIN_PITCHES:
         return events, f"fewer than {MIN_PITCHES} pitches"
     if any(len(e) == len(events) and (e == events).all() for e in seen):
         return events, "doubled track"
