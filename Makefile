@@ -32,10 +32,10 @@ train: install install-audio
 	$(PY) train.py $(ARGS)
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist worksteal
 
 test-all: install
-	$(PY) -m pytest -q -m ''
+	$(PY) -m pytest -q -n auto --dist worksteal -m ''
 
 lint:
 	ruff check . && ruff format --check .
