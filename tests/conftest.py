@@ -2,17 +2,19 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
-import torch
+# `make test` runs one pytest-xdist worker per core: each worker, and the CLI processes its tests
+# start, then computes on one thread, so that the workers do not contend for the cores. Set before
+# torch is imported, and at import so that the session fixtures built before any test train so too.
+THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+if THREADS == 1:
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-# `make test` runs one pytest-xdist worker per core: each worker, and the CLI processes its tests
-# start, then computes on one thread, so that the workers do not contend for the cores.
-THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
-if THREADS == 1:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(autouse=True)

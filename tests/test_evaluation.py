@@ -271,7 +271,9 @@ def test_evaluate_train_sets_score_disjoint_train_sequences_against_the_ground_t
     assert train_events(run_config, 4, ["7/8"]).shape == (0, 128)
 
 
-def test_evaluate_and_sample_never_overwrite_an_earlier_run_and_repaint_keeps_the_guidance(melody_run, monkeypatch):
+def test_evaluate_and_sample_never_overwrite_an_earlier_run_and_repaint_keeps_the_guidance(
+    melody_run, monkeypatch, tmp_path
+):
     """Without out_dir, a second evaluation or sampling run writes a new folder (<name>-2) beside the first; the
     RePaint row infills with the DDPM infilling row's guidance unless its spec sets one."""
     from hydra import compose, initialize_config_dir
@@ -281,7 +283,9 @@ def test_evaluate_and_sample_never_overwrite_an_earlier_run_and_repaint_keeps_th
     from ddpm.sampling import sample
     from tests.helpers import CONF
 
-    _, run = melody_run
+    run = tmp_path / "run"  # a copy: the folder names asserted below are this test's alone
+    run.mkdir()
+    shutil.copy(melody_run[1] / "last.ckpt", run)
     used = []  # (progress name, sampler) of each DiffusionModule.sample call
     real_sample = DiffusionModule.sample
     monkeypatch.setattr(

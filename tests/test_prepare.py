@@ -145,7 +145,8 @@ def test_prepare_py_runs_the_stage_alone_and_reports_bad_values(melody_run, tmp_
         printed["input_shape"] == [4, 512]
         and printed["splits"] == json.loads((root / "latents" / "manifest.json").read_text())["splits"]
     )  # the same corpus, MusicVAE and split: the same folder
-    res = subprocess.run([sys.executable, "prepare.py", "prepare.frames=0"], cwd=ROOT, capture_output=True, text=True)
+    bad = [sys.executable, "prepare.py", "prepare.frames=0", f"hydra.run.dir={tmp_path / 'refused'}"]
+    res = subprocess.run(bad, cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.strip() == "error: prepare.frames=0: expected an integer >= 1"
     # a MIDI folder that is not there, or holds no MIDI file: one line, before any extraction, and the
     # log folder the refused start made is removed

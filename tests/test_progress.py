@@ -17,6 +17,8 @@ def hydra_logging_disabled():
     loggers = [logging.getLogger(name) for name in logging.root.manager.loggerDict]
     before = [(lg, lg.disabled) for lg in loggers if isinstance(lg, logging.Logger)]
     root_level, root_handlers = logging.root.level, logging.root.handlers[:]
+    progress = logging.getLogger("ddpm.progress")  # to_stderr gives it a handler and a level: undone below
+    progress_level, progress_handlers = progress.level, progress.handlers[:]
     config = Path(hydra.__file__).parent / "conf" / "hydra" / "job_logging" / "disabled.yaml"
     logging.config.dictConfig(OmegaConf.to_container(OmegaConf.load(config)))
     yield
@@ -24,6 +26,8 @@ def hydra_logging_disabled():
         lg.disabled = disabled
     logging.root.setLevel(root_level)
     logging.root.handlers[:] = root_handlers
+    progress.setLevel(progress_level)
+    progress.handlers[:] = progress_handlers
 
 
 def test_progress_is_shown_although_hydra_disabled_the_existing_loggers(hydra_logging_disabled, caplog):

@@ -45,10 +45,12 @@ def test_checkpoint_holds_weights_and_config_not_diffusion_buffers(run_dir):
     assert not any(k.startswith("diffusion.") for k in keys)
 
 
-def test_compile_trains_the_same_model_under_the_same_names(tmp_path):
+def test_compile_trains_the_same_model_under_the_same_names(tmp_path, monkeypatch):
     """``compile=true`` compiles the denoiser in place: the same losses and weights (to float error), the
     same checkpoint keys (no ``_orig_mod.``), and dynamo did build graphs."""
     from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))  # not the cache other runs share
 
     tiny = FAST + ["experiment=digits", "model=dense", "model.mlp_dims=32", "model.emb_dim=16", "logger=none"]
     plain = train(compose_train(tiny, tmp_path / "plain"))
