@@ -12,6 +12,7 @@ from pathlib import Path
 import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Timer
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -126,4 +127,35 @@ def train(cfg: DictConfig) -> dict[str, float]:
     except NonFiniteLossError as e:
         last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
         raise NonFiniteLossError(f"{e}. The last good checkpoint is {last or 'not written yet'}") from None
+    warn_if_time_limited(trainer, cfg)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def warn_if_time_limited(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """Say so when ``trainer.max_time`` ended training before ``trainer.max_epochs``, and how to train on:
+    the elapsed time is part of the checkpoint, so a resume under the same limit stops at once."""
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    remaining = timer.time_remaining() if timer is not None else None
+    epochs = trainer.max_epochs or -1
+    batches = trainer.num_training_batches  # the epoch it was in, from 1:
+    done = -(-trainer.global_step // batches) if 0 < batches < float("inf") else trainer.current_epoch + 1
+    if (
+        trainer.interrupted
+        or not trainer.is_global_zero
+        or remaining is None
+        or remaining > 0
+        or not 0 <= done < epochs
+    ):
+        return
+    last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+    log.warning(
+        "trainer.max_time=%s ended training in epoch %d of trainer.max_epochs=%d (step %d): this model is less "
+        "trained than one that ran all its epochs. To train on, resume with the same overrides plus "
+        "ckpt_path=%s trainer.max_time=null (a resume under the same limit stops at once: the elapsed time is "
+        "part of the checkpoint)",
+        cfg.trainer.get("max_time"),
+        done,
+        epochs,
+        trainer.global_step,
+        last or "<run>/last.ckpt",
+    )

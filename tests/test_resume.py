@@ -161,3 +161,33 @@ def test_sigterm_saves_last_checkpoint_and_exits_143(tmp_path):
     saved = read_checkpoint(run / "last.ckpt")
     assert saved["global_step"] >= step and saved["epoch"] < 49
     _check_run_folder(run)
+
+
+def test_a_run_the_time_limit_ends_says_how_to_train_on(tmp_path, caplog):
+    """``trainer.max_time`` ending a run before its epochs: one warning with the command that trains on. Its
+    claim holds: a resume under the same limit trains no further, one with ``trainer.max_time=null`` does."""
+    limited = TINY + ["trainer.max_epochs=1000", "+trainer.max_time=00:00:00:01", "callbacks.early_stopping=null"]
+    with caplog.at_level("WARNING", logger="ddpm.training"):
+        train(compose_train(limited, tmp_path / "first"))
+    last = tmp_path / "first" / "last.ckpt"
+    warned = [r.getMessage() for r in caplog.records if "trainer.max_time" in r.getMessage()]
+    step = read_checkpoint(last)["global_step"]
+    epoch = -(-step // 3)  # 3 batches an epoch
+    assert 0 < epoch < 1000 and len(warned) == 1
+    assert f"in epoch {epoch} of trainer.max_epochs=1000 (step {step})" in warned[0]
+    assert f"ckpt_path={last} trainer.max_time=null" in warned[0]
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ddpm.training"):  # the same limit: stops at once, and says so again
+        train(compose_train([*limited, f"ckpt_path={last}"], tmp_path / "again"))
+    again = tmp_path / "again" / "last.ckpt"  # nothing trained, so nothing saved
+    assert not again.exists() or read_checkpoint(again)["global_step"] == step
+    assert any("trainer.max_time" in r.getMessage() for r in caplog.records)
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ddpm.training"):  # without the limit: on to its epochs, no warning
+        on = [*TINY, f"trainer.max_epochs={epoch + 1}", "callbacks.early_stopping=null", f"ckpt_path={last}"]
+        train(compose_train(on, tmp_path / "on"))
+    resumed = read_checkpoint(tmp_path / "on" / "last.ckpt")
+    assert resumed["epoch"] == epoch and resumed["global_step"] > step  # the last epoch (from 0) of epoch + 1
+    assert not any("trainer.max_time" in r.getMessage() for r in caplog.records)
