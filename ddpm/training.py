@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Timer
+from lightning.pytorch.callbacks import EarlyStopping, Timer
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -136,25 +136,19 @@ def warn_if_time_limited(trainer: L.Trainer, cfg: DictConfig) -> None:
     the elapsed time is part of the checkpoint, so a resume under the same limit stops at once."""
     timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
     remaining = timer.time_remaining() if timer is not None else None
-    epochs = trainer.max_epochs or -1
-    batches = trainer.num_training_batches  # the epoch it was in, from 1:
-    done = -(-trainer.global_step // batches) if 0 < batches < float("inf") else trainer.current_epoch + 1
-    if (
-        trainer.interrupted
-        or not trainer.is_global_zero
-        or remaining is None
-        or remaining > 0
-        or not 0 <= done < epochs
-    ):
-        return
-    last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+    early = any(isinstance(c, EarlyStopping) and c.stopped_epoch > 0 for c in trainer.callbacks)
+    steps_done = 0 < trainer.max_steps <= trainer.global_step
+    epoch, epochs = trainer.current_epoch, trainer.max_epochs or -1  # after a stop: the epoch it was in, from 1
+    if not trainer.is_global_zero or remaining is None or remaining > 0 or early or steps_done or epoch >= epochs:
+        return  # no limit, time left, or another limit ended it (epochs < 0: none)
+    last = (trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else "") or cfg.get("ckpt_path")
     log.warning(
         "trainer.max_time=%s ended training in epoch %d of trainer.max_epochs=%d (step %d): this model is less "
-        "trained than one that ran all its epochs. To train on, resume with the same overrides plus "
-        "ckpt_path=%s trainer.max_time=null (a resume under the same limit stops at once: the elapsed time is "
-        "part of the checkpoint)",
+        "trained than one that ran all its epochs. To train on, resume with the same overrides plus ckpt_path=%s "
+        "trainer.max_time=null, or a longer limit (it counts the time already spent, so under the same limit a "
+        "resume stops at once)",
         cfg.trainer.get("max_time"),
-        done,
+        epoch,
         epochs,
         trainer.global_step,
         last or "<run>/last.ckpt",

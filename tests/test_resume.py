@@ -171,9 +171,8 @@ def test_a_run_the_time_limit_ends_says_how_to_train_on(tmp_path, caplog):
         train(compose_train(limited, tmp_path / "first"))
     last = tmp_path / "first" / "last.ckpt"
     warned = [r.getMessage() for r in caplog.records if "trainer.max_time" in r.getMessage()]
-    step = read_checkpoint(last)["global_step"]
-    epoch = -(-step // 3)  # 3 batches an epoch
-    assert 0 < epoch < 1000 and len(warned) == 1
+    step, epoch = read_checkpoint(last)["global_step"], read_checkpoint(last)["epoch"] + 1  # the file counts from 0
+    assert 0 < epoch < 1000 and epoch == -(-step // 3) and len(warned) == 1  # 3 batches an epoch
     assert f"in epoch {epoch} of trainer.max_epochs=1000 (step {step})" in warned[0]
     assert f"ckpt_path={last} trainer.max_time=null" in warned[0]
 
@@ -185,9 +184,47 @@ def test_a_run_the_time_limit_ends_says_how_to_train_on(tmp_path, caplog):
     assert any("trainer.max_time" in r.getMessage() for r in caplog.records)
 
     caplog.clear()
-    with caplog.at_level("WARNING", logger="ddpm.training"):  # without the limit: on to its epochs, no warning
-        on = [*TINY, f"trainer.max_epochs={epoch + 1}", "callbacks.early_stopping=null", f"ckpt_path={last}"]
+    with caplog.at_level("WARNING", logger="ddpm.training"):  # as advised: on to its epochs (one more), no warning
+        on = [*limited, f"ckpt_path={last}", "trainer.max_time=null", f"trainer.max_epochs={epoch + 1}"]
         train(compose_train(on, tmp_path / "on"))
     resumed = read_checkpoint(tmp_path / "on" / "last.ckpt")
-    assert resumed["epoch"] == epoch and resumed["global_step"] > step  # the last epoch (from 0) of epoch + 1
+    assert resumed["epoch"] == epoch and resumed["global_step"] == step + 3  # the cut epoch counts as done
+    assert not any("trainer.max_time" in r.getMessage() for r in caplog.records)
+
+
+def test_the_time_limit_warning_blames_only_the_time_limit(caplog):
+    """No warning when early stopping, ``max_steps`` or ``max_epochs`` ended the run, or time was left."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import EarlyStopping, Timer
+    from omegaconf import OmegaConf
+
+    from ddpm.training import warn_if_time_limited
+
+    def warned(timer_left=-1.0, stopped_epoch=0, max_steps=-1, epoch=3, timer=True) -> bool:
+        clock = Timer(duration=timedelta(seconds=1))
+        clock._offset = 1 - timer_left  # time spent before this run, as a resumed checkpoint restores it
+        early = EarlyStopping(monitor="val/loss")
+        early.stopped_epoch = stopped_epoch
+        trainer = SimpleNamespace(
+            callbacks=[clock, early] if timer else [early],
+            is_global_zero=True,
+            max_steps=max_steps,
+            global_step=7,
+            current_epoch=epoch,
+            max_epochs=5,
+            checkpoint_callback=None,
+        )
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="ddpm.training"):
+            warn_if_time_limited(trainer, OmegaConf.create({"trainer": {"max_time": "1s"}, "ckpt_path": "run/x.ckpt"}))
+        return any("ckpt_path=run/x.ckpt" in r.getMessage() for r in caplog.records)
+
+    assert warned()  # the limit, and nothing else
+    assert not warned(timer_left=0.5)
+    assert not warned(stopped_epoch=2)
+    assert not warned(max_steps=7)
+    assert not warned(epoch=5)
+    assert not warned(timer=False)
     assert not any("trainer.max_time" in r.getMessage() for r in caplog.records)
