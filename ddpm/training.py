@@ -138,7 +138,10 @@ def warn_if_time_limited(trainer: L.Trainer, cfg: DictConfig) -> None:
     remaining = timer.time_remaining() if timer is not None else None
     early = any(isinstance(c, EarlyStopping) and c.stopped_epoch > 0 for c in trainer.callbacks)
     steps_done = 0 < trainer.max_steps <= trainer.global_step
-    epoch, epochs = trainer.current_epoch, trainer.max_epochs or -1  # after a stop: the epoch it was in, from 1
+    # The epoch it was in, from 1: Lightning counts a cut epoch as done, except when a resume stopped at once.
+    batches = trainer.num_training_batches
+    started = -(-trainer.global_step // batches) if 0 < batches < float("inf") else 0
+    epoch, epochs = max(trainer.current_epoch, started), trainer.max_epochs or -1
     if not trainer.is_global_zero or remaining is None or remaining > 0 or early or steps_done or epoch >= epochs:
         return  # no limit, time left, or another limit ended it (epochs < 0: none)
     last = (trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else "") or cfg.get("ckpt_path")

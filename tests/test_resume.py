@@ -181,7 +181,7 @@ def test_a_run_the_time_limit_ends_says_how_to_train_on(tmp_path, caplog):
         train(compose_train([*limited, f"ckpt_path={last}"], tmp_path / "again"))
     again = tmp_path / "again" / "last.ckpt"  # nothing trained, so nothing saved
     assert not again.exists() or read_checkpoint(again)["global_step"] == step
-    assert any("trainer.max_time" in r.getMessage() for r in caplog.records)
+    assert any(f"in epoch {epoch} of trainer.max_epochs=1000 (step {step})" in r.getMessage() for r in caplog.records)
 
     caplog.clear()
     with caplog.at_level("WARNING", logger="ddpm.training"):  # as advised: on to its epochs (one more), no warning
@@ -209,6 +209,7 @@ def test_the_time_limit_warning_blames_only_the_time_limit(caplog):
         early.stopped_epoch = stopped_epoch
         trainer = SimpleNamespace(
             callbacks=[clock, early] if timer else [early],
+            num_training_batches=3,
             is_global_zero=True,
             max_steps=max_steps,
             global_step=7,
