@@ -40,11 +40,9 @@ def bar_fits(bar_steps: float, meters: str) -> bool:
 def events_to_tune(events: np.ndarray, title: str, source: str, meter: str) -> tuple["Tune | None", str]:
     """Pad events to whole windows with rest and wrap them; skip tunes with no notes.
 
-    A last note that sounds to the tune's end is held through the padding. Ending it there with a
-    note-off (Magenta's ``Melody.set_length``, as ``fit_length`` pads a user's melody) was measured in
-    session 25: with the shipped MusicVAE, trained on held ends, the duration figures of issue 9's table
-    fell (the evaluation log, "Ending the last note at the padding"), so it waits for a MusicVAE trained
-    on it."""
+    A last note that sounds to the tune's end is held through the padding, as the shipped MusicVAE was
+    trained; why it is not ended there (Magenta's ``Melody.set_length``, ``fit_length``): the evaluation
+    log, "Ending the last note at the padding"."""
     if not (events >= 2).any():
         return None, "no notes"
     steps = -(-len(events) // WINDOW_STEPS) * WINDOW_STEPS
