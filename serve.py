@@ -1,11 +1,13 @@
 """The studio: ``python serve.py [ckpt=outputs/<run>/last.ckpt]`` serves a local page to generate,
 infill and interpolate melodies (README, "Studio"); it prints the URL."""
 
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from ddpm.config_check import check_overrides
 from ddpm.errors import run_or_exit
 
 SAMPLERS = Path(__file__).resolve().parent / "conf" / "sampler"
@@ -19,4 +21,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    run_or_exit(lambda: check_overrides("serve", sys.argv[1:]))
     main()

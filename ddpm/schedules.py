@@ -1,6 +1,6 @@
 """Beta schedules: pure functions ``(timesteps, ...) -> Tensor[T]`` in float64.
 
-Picked by Hydra ``_target_`` (``conf/diffusion/schedule/*.yaml``); the diffusion process casts the
+Picked by Hydra ``_target_`` (``diffusion.betas`` in ``conf/diffusion/*.yaml``); the diffusion process casts the
 result to float32 buffers after deriving its coefficients in float64.
 """
 

@@ -102,6 +102,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if ckpt_path and not Path(ckpt_path).is_file():
         raise CheckpointError(f"ckpt_path={ckpt_path}: no such file (resume from a run folder's last.ckpt)")
     L.seed_everything(cfg.seed, workers=True)
+    # The schedule is cheap to build and needs no data: a bad diffusion config is refused now, not after
+    # the prepare stage (minutes of corpus extraction and encoding on a new clone).
+    build(cfg.diffusion, "diffusion", clip_x_start=False)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     prepare(cfg)

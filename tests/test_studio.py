@@ -443,6 +443,23 @@ def test_serve_with_a_missing_checkpoint_is_one_line_exit_2(tmp_path):
     assert result.stderr.strip().startswith("error: ckpt=") and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("port=abc", "port=abc: expected an integer for port (default 8000), got 'abc'"),
+        ("port=70000", "port=70000: expected an integer >= 0 and <= 65535"),  # not wrapped to 4464
+        ("prot=80", "bad command line prot=80: Could not override 'prot'. To append to your config use +prot=80"),
+        ("sampler=nope", "bad command line sampler=nope: In 'serve': Could not find 'sampler/nope'"),
+    ],
+)
+def test_serve_refuses_a_bad_command_line_before_loading_anything(arg, message):
+    """Checked as sample.py's command line is, before the checkpoint is read or a port is bound."""
+    result = subprocess.run([sys.executable, "serve.py", arg], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}")
+
+
 def test_export_keeps_sampling_identical_and_drops_training_state(melody_run, tmp_path):
     from ddpm.export import export_checkpoint
     from ddpm.sampling import load_checkpoint, restore
