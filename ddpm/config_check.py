@@ -195,7 +195,7 @@ def _compose(config_name: str, overrides: list[str]) -> DictConfig:
     try:
         with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
             return compose(config_name, overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as e:
+    except (HydraException, OmegaConfBaseException, ValueError) as e:  # ValueError: a group set to null
         message = str(e).split("Config search path:")[0]
         cause = f" ({_flat(str(e.__cause__)).split(' full_key')[0]})" if e.__cause__ else ""
         raise ConfigError(f"bad command line {' '.join(overrides)}: {_flat(message)}{cause}") from None

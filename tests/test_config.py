@@ -63,6 +63,15 @@ def test_schedule_swaps_by_target(schedule, first, middle, last, tmp_path):
     assert betas == pytest.approx([first, middle, last], rel=1e-6)
 
 
+def test_cosine_schedule_on_the_main_job_keeps_its_conditioning(tmp_path):
+    """The README's override for the cosine schedule under `mittal`, whose betas carry beta_start / beta_end."""
+    drop = ["~diffusion.betas.beta_start", "~diffusion.betas.beta_end"]
+    cfg = compose_train(["diffusion.betas._target_=ddpm.schedules.cosine_betas", *drop], tmp_path)
+    diffusion = instantiate(cfg.diffusion, clip_x_start=False)
+    assert diffusion.betas[[0, 999]].tolist() == pytest.approx([4.128422e-05, 0.999], rel=1e-6)
+    assert cfg.diffusion.time_condition == "noise_level"
+
+
 def test_scheduler_group(tmp_path):
     cfg = compose_train(["experiment=digits", "scheduler=cosine", "model.base_channels=8"], tmp_path)
     module = build_model(cfg, _fitted(cfg))
@@ -113,3 +122,19 @@ def test_required_values_take_one_value(argv, message):
         return
     with pytest.raises(ConfigError, match=message):
         check_overrides("sample", argv)
+
+
+@pytest.mark.parametrize(
+    "config, group",
+    [("train", "model"), ("train", "diffusion"), ("sample", "sampler"), ("evaluate", "sampler"), ("serve", "sampler")],
+)
+def test_a_config_group_set_to_null_is_a_one_line_error(config, group):
+    """Hydra raises a bare ValueError for ``group=null``; the check turns it into the entry point's one line."""
+    from ddpm.config_check import check_overrides
+    from ddpm.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        check_overrides(config, [f"{group}=null"])
+    assert str(e.value) == (
+        f"bad command line {group}=null: Config group override must be a string or a list. Got NoneType"
+    )

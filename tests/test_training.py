@@ -220,3 +220,23 @@ def test_ddp_two_cpu_processes(tmp_path):
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
     one = trainer.validate(module, datamodule=datamodule, verbose=False)[0]["val/loss"]
     assert abs(float(two) - one) < 1e-6, (float(two), one)
+
+
+def test_a_bad_diffusion_config_is_refused_before_the_prepare_stage(tmp_path):
+    """Mittal's betas carry beta_start / beta_end, which the cosine schedule does not take: one line, exit 2,
+    and no corpus extracted, no latent folder made, no run folder left."""
+    run_dir = tmp_path / "runs" / "2026-12-07" / "12-00-00"
+    cmd = [
+        sys.executable,
+        "train.py",
+        "diffusion.betas._target_=ddpm.schedules.cosine_betas",
+        f"prepare.corpus.cache_dir={tmp_path / 'cache'}",
+        f"prepare.out_dir={tmp_path / 'latents'}",
+        f"hydra.run.dir={run_dir}",
+    ]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    last = res.stderr.strip().splitlines()[-1]
+    message = "error: diffusion (ddpm.diffusion.GaussianDiffusion): cosine_betas() got an unexpected keyword argument"
+    assert res.returncode == 2 and last == f"{message} 'beta_start'" and "Traceback" not in res.stderr
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "latents").exists()
+    assert not run_dir.parent.exists()
