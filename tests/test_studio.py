@@ -226,10 +226,11 @@ def test_the_serve_configs_sampler_is_the_pages_default(studio):
     """conf/serve.yaml's sampler (fast) starts the page by its own name; a changed file's settings win over it."""
     from omegaconf import OmegaConf
 
+    from ddpm.config_check import check_overrides
     from ddpm.studio.engine import load_samplers
 
     samplers = load_samplers(ROOT / "conf" / "sampler")
-    fast = type(studio)(studio.module, studio.codec, samplers, OmegaConf.load(ROOT / "conf" / "sampler" / "fast.yaml"))
+    fast = type(studio)(studio.module, studio.codec, samplers, check_overrides("serve", []).sampler)  # serve.py's own
     assert fast.default_sampler == "fast" and fast.samplers["ddim"].eta == 0.0  # ddim itself untouched
     ddim7 = OmegaConf.merge(samplers["ddim"], {"steps": 7})
     custom = type(studio)(studio.module, studio.codec, samplers, ddim7)
