@@ -95,20 +95,21 @@ def discarded_if_refused(output_dir: str | Path, log_name: str = "train.log") ->
         raise
 
 
-def refuse_early(cfg: DictConfig) -> None:
+def refuse_early(cfg: DictConfig) -> str | None:
     """What can be checked before the prepare stage (minutes of corpus extraction and encoding on a new
-    clone): values, the checkpoint to resume, and the diffusion process, which needs no data to build."""
+    clone): values, the checkpoint to resume, and the diffusion process, which needs no data to build.
+    Returns the checkpoint to resume (``ckpt_path``), or None."""
     check_values(cfg)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).is_file():
         raise CheckpointError(f"ckpt_path={ckpt_path}: no such file (resume from a run folder's last.ckpt)")
     build(cfg.diffusion, "diffusion", clip_x_start=False)  # build_model's clip_x_start comes from the codec
+    return ckpt_path
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured model; returns the final callback metrics (``train/loss``, ``val/loss``...)."""
-    refuse_early(cfg)
-    ckpt_path = cfg.get("ckpt_path")
+    ckpt_path = refuse_early(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
