@@ -48,7 +48,7 @@ def test_callback_and_sample_py_write_the_same_files(melody_run, tmp_path):
 
 def test_sample_py_sets_the_decoding_temperature_and_how_many_to_render(melody_run, tmp_path):
     """``temperature=`` and ``render_n=`` override the run's codec: the same latents, other notes, and
-    WAVs for as many samples as asked (the run renders 2)."""
+    WAVs for as many samples as asked (the run renders 2; 0: no WAV and no piano roll)."""
     _, run = melody_run
     greedy = sample(sample_cfg([f"ckpt={run / 'last.ckpt'}", "n=4", "seed=1", f"out_dir={tmp_path / 'g'}"]))
     hot = sample(
@@ -61,6 +61,32 @@ def test_sample_py_sets_the_decoding_temperature_and_how_many_to_render(melody_r
     midi = lambda d: [(d / f"generated_{i:03d}.mid").read_bytes() for i in range(4)]  # noqa: E731
     assert midi(tmp_path / "g") != midi(tmp_path / "h")
     assert json.loads(hot["record"].read_text())["temperature"] == 1.0
+    none = sample(sample_cfg([f"ckpt={run / 'last.ckpt'}", "n=2", "render_n=0", f"out_dir={tmp_path / 'n'}"]))
+    assert sorted(p.name for p in (tmp_path / "n").iterdir() if p.suffix in (".wav", ".png")) == []  # 0: none
+    assert none["mid_001"].is_file() and "png" not in none
+
+
+def test_tensorboard_log_draws_render_n_melodies_and_none_with_0(melody_run):
+    """The per-epoch TensorBoard log: a piano roll of the first ``render_n`` samples and the first one's audio;
+    ``render_n=0`` logs nothing (it failed on an empty figure)."""
+    _, run = melody_run
+    _, codec = restore(load_checkpoint(run / "last.ckpt"), run / "last.ckpt")
+    x = torch.randn(3, *codec.sample_shape, generator=torch.Generator().manual_seed(0))
+
+    class Writer:
+        def __init__(self):
+            self.calls = []
+
+        def add_figure(self, tag, fig, step):
+            self.calls.append((tag, len(fig.axes), step))
+
+        def add_audio(self, tag, audio, step, sample_rate):
+            self.calls.append((tag, audio.shape[0], step))
+
+    for render_n, expected in ((2, [("samples/piano_roll", 2, 7), ("samples/audio", 1, 7)]), (0, [])):
+        codec.render_n, writer = render_n, Writer()
+        codec.log(x, writer, 7)
+        assert writer.calls == expected
 
 
 def test_sample_py_needs_no_corpus_or_latent_folder(melody_run, tmp_path):

@@ -115,9 +115,10 @@ class MelodyCodec(LatentCodec):
                 with atomic_path(wav) as tmp:
                     render_audio(midi, tmp, seconds=self.seconds)
         shown = melodies[: self.render_n]
-        files["png"] = out_dir / f"{name}.png"
-        with atomic_path(files["png"]) as tmp:
-            write_piano_roll(list(shown), tmp, [f"{name} #{i}" for i in range(len(shown))])
+        if len(shown):  # render_n=0: no piano roll
+            files["png"] = out_dir / f"{name}.png"
+            with atomic_path(files["png"]) as tmp:
+                write_piano_roll(list(shown), tmp, [f"{name} #{i}" for i in range(len(shown))])
         return files
 
     def log(self, x, writer, step: int) -> None:
@@ -128,6 +129,8 @@ class MelodyCodec(LatentCodec):
         from ddpm.music.render import piano_roll_figure, render_audio
 
         shown = self.melodies(x)[: self.render_n]
+        if not len(shown):  # render_n=0: nothing drawn or rendered
+            return
         fig = piano_roll_figure(list(shown))
         writer.add_figure("samples/piano_roll", fig, step)
         plt.close(fig)
