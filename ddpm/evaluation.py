@@ -4,7 +4,8 @@ Every row holds the same number ``n`` of 32-bar sequences and is scored against 
 ``n`` eval sequences as events straight from the corpus. Rows: real vs real (other eval
 sequences, several draws), optionally train-split sequences (disjoint sets: what a model that
 reproduced its training data would score), MusicVAE reconstruction (full mu; active dims only),
-prior, DDPM, and for infilling (middle half regenerated) DDPM, latent interpolation and a prior middle.
+prior, DDPM, optionally the melodies of MIDI folders (another system's samples, scored alike), and for
+infilling (middle half regenerated) DDPM, latent interpolation and a prior middle.
 """
 
 import json
@@ -17,13 +18,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm.codecs.melodies import MelodyCodec
-from ddpm.errors import UserError
+from ddpm.errors import MissingFileError, UserError
 from ddpm.io.atomic import new_folder
 from ddpm.module import step_seed
+from ddpm.music.events import NOTE_OFF, NoNotesError, read_midi
+from ddpm.music.midi_corpus import midi_files
 from ddpm.music.prepare import MANIFEST, read_eval_events, train_events
 from ddpm.music.scoring import MelodySet, score_sets, table_markdown, write_table
 from ddpm.music.similarity import consistency_variance, piece_overlaps
 from ddpm.periods import repeat_frames
+from ddpm.progress import Progress
 from ddpm.sampling import (
     build_sampler,
     check_loops,
@@ -76,6 +80,7 @@ def _check(cfg: DictConfig) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise UserError(f"{key}={value}: expected a whole number of {what} >= {least}")
     _repaint_spec(cfg)  # a bad spec fails here, before any sampling
+    midi_dirs(cfg)
     if int(cfg.n) < 4:
         raise UserError(f"n={cfg.n}: expected at least 4 sequences to score")
     if cfg.device != "cpu" and not torch.cuda.is_available() and str(cfg.device).startswith("cuda"):
@@ -90,12 +95,14 @@ def build_sets(
     latents: np.ndarray,
     sampler,
     train: np.ndarray | None = None,
+    external: list[MelodySet] = (),
 ) -> tuple[MelodySet, list[MelodySet], dict]:
     """Ground truth and every other row's melodies (and latents), drawn with ``cfg.seed``.
 
     ``events`` ``[N, frames * 32]`` are the eval sequences from the corpus and ``latents``
     ``[N, frames, 512]`` their stored MusicVAE means; ``codec`` is the run's melody codec;
-    ``train``, the train split's sequences as events, makes the ``train_sets`` row.
+    ``train``, the train split's sequences as events, makes the ``train_sets`` row; ``external``
+    (``midi_row``) follow the DDPM row.
     """
     n = int(cfg.n)
     order = np.random.default_rng(cfg.split_seed).permutation(len(events))
@@ -153,6 +160,7 @@ def build_sets(
         ddpm.note += f"; {n_draws} draws"
         timings["ddpm_all_draws"] = time.perf_counter() - start
     sets.append(ddpm)
+    sets.extend(external)
 
     if cfg.infill:
         a, b = infill_frames(full.shape[1])
@@ -184,6 +192,57 @@ def build_sets(
         middle[:, a:b] = rng.standard_normal(middle[:, a:b].shape)
         sets.append(MelodySet("prior middle", codec.melodies_from_latents(middle), middle, f"frames {a}-{b - 1}"))
     return gt, sets, timings
+
+
+def midi_dirs(cfg: DictConfig) -> list[str]:
+    """``midi_dir``: none, one folder or a list of them."""
+    value = cfg.get("midi_dir")
+    if value is None:
+        return []
+    folders = [value] if isinstance(value, str) else list(value) if OmegaConf.is_list(value) else None
+    if not folders or not all(isinstance(f, str) and f for f in folders):
+        raise UserError(f"midi_dir={value}: expected a folder of .mid files or a list of them [a,b]")
+    return folders
+
+
+def midi_row(folder: str, n: int, steps: int, seed: int, codec) -> tuple[MelodySet, list[str]]:
+    """``n`` MIDI files of ``folder`` as a row (a random ``n`` drawn with ``seed`` where it holds more) and
+    their names: each file's melody (``read_midi``'s pick of its tracks) on the file's own time line, cut to
+    ``steps`` or ended with rest (never looped nor moved), and its MusicVAE means for the latent columns."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise MissingFileError(f"midi_dir={folder}: no such folder (expected a folder of .mid files)")
+    files = midi_files(path)
+    if len(files) < n:
+        raise UserError(
+            f"midi_dir={folder}: {len(files)} .mid files; expected at least n={n} (every row scores n melodies)"
+        )
+    chosen = [files[i] for i in sorted(np.random.default_rng([seed, 2]).choice(len(files), n, replace=False))]
+    melodies = np.zeros((n, steps), np.int64)
+    short = silent = 0
+    progress = Progress(f"reading {folder}", n, "files")
+    for k, file in enumerate(chosen):
+        try:
+            events = read_midi(file)[0][:steps]
+        except NoNotesError:
+            events = np.zeros(0, np.int64)  # a generator's sample may be silent: scored as such
+        except Exception as e:  # noqa: BLE001 - pretty_midi/mido raise many kinds on bad files
+            first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            raise UserError(f"midi_dir={folder}: {file.name}: not a readable MIDI file ({first})") from e
+        progress.step()
+        if not (events >= 2).any():
+            silent += 1
+            continue  # a row of rest
+        melodies[k, : len(events)] = events
+        if len(events) < steps:
+            short += 1
+            changes = np.flatnonzero(events)
+            if len(changes) and events[changes[-1]] >= 2:  # the last note ends where the file does
+                melodies[k, len(events)] = NOTE_OFF
+    note = f"{n} of {len(files)} files" + (f"; {short} end before bar {steps // 16}: rest after" if short else "")
+    note += f"; {silent} without notes" if silent else ""
+    name = f"MIDI {path.resolve().name}"
+    return MelodySet(name, melodies, codec.encode_latents(melodies), note), [str(f.relative_to(path)) for f in chosen]
 
 
 def train_row(train: np.ndarray, n: int, sets: int, seed: int, gt_overlaps: np.ndarray) -> MelodySet:
@@ -291,7 +350,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Path]:
     if cfg.get("train_sets", 0):  # the run's own train split (its corpus; read from the cache)
         meters = [str(m) for m in cfg.eval_meters] if cfg.get("eval_meters") else None
         train = train_events(ckpt["run_config"], latents.shape[1], meters)
-    gt, sets, timings = build_sets(cfg, module, codec, events, latents, sampler, train)
+    external, midi_files_read = [], {}
+    for folder in midi_dirs(cfg):  # read before any sampling, so a bad file costs nothing
+        row, names = midi_row(folder, int(cfg.n), events.shape[1], int(cfg.seed), codec)
+        external.append(row)
+        midi_files_read[str(folder)] = names
+    gt, sets, timings = build_sets(cfg, module, codec, events, latents, sampler, train, external)
     rows = score_sets(sets, gt, codec.space.dims, int(cfg.bootstrap), int(cfg.seed))
     name = cfg.get("name") or f"{ckpt_path.stem}_seed{cfg.seed}"
     out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else new_folder(ckpt_path.parent / "eval" / name)
@@ -305,6 +369,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Path]:
         "seed": int(cfg.seed),
         "draws": int(cfg.get("draws", 1)),
         "train_sets": int(cfg.get("train_sets", 0)),
+        "midi_dir": midi_files_read,
         "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
         "sigma": module.diffusion.sigma,
         "temperature": codec.temperature,

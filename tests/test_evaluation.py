@@ -271,6 +271,88 @@ def test_evaluate_train_sets_score_disjoint_train_sequences_against_the_ground_t
     assert train_events(run_config, 4, ["7/8"]).shape == (0, 128)
 
 
+def test_evaluate_midi_dir_scores_a_folder_of_midi_files_against_the_same_ground_truth(melody_run, tmp_path):
+    """midi_dir=[a,b]: a row per folder after the DDPM row. The ground truth written as MIDI files scores as
+    the ground truth does (the four figures 1, the same per-piece OAs, statistics and, re-encoded, latent
+    FD 0); its bars shuffled score below 1; every other row is unchanged."""
+    from hydra import compose, initialize_config_dir
+
+    from ddpm.evaluation import evaluate
+    from ddpm.music.events import write_midi
+    from ddpm.music.scoring import OA_COLUMNS
+    from tests.helpers import CONF
+
+    root, run = melody_run
+    events = np.load(root / "latents" / "eval_events.npz")["events"]
+    truth = events[np.random.default_rng(3).permutation(len(events))[:4]]  # split_seed=3's ground truth
+    shuffled = np.stack(
+        [m.reshape(-1, 16)[np.random.default_rng(k).permutation(len(m) // 16)].ravel() for k, m in enumerate(truth)]
+    )
+    for folder, melodies in (("truth", truth), ("shuffled", shuffled)):
+        for k, melody in enumerate(melodies):
+            write_midi(melody, tmp_path / folder / f"tune_{k}.mid")
+
+    def rows(name: str, *overrides: str) -> dict:
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+            cfg = compose(
+                "evaluate",
+                overrides=[f"ckpt={run / 'last.ckpt'}", "n=4", "real_repeats=2", "bootstrap=20", "infill=false"]
+                + [f"out_dir={tmp_path / name}", "sampler=fast", "sampler.steps=4", "split_seed=3", *overrides],
+            )
+        evaluate(cfg)
+        return json.loads((tmp_path / name / "table.json").read_text())
+
+    table = rows("with", f"midi_dir=[{tmp_path / 'truth'},{tmp_path / 'shuffled'}]")
+    scored = {r["set"]: r for r in table["rows"]}
+    without = {r["set"]: r for r in rows("without")["rows"]}
+    assert list(scored) == [*without, "MIDI truth", "MIDI shuffled"]  # after the DDPM row (no infilling rows here)
+    for name, row in without.items():
+        assert all(scored[name][key] == row[key] for key in OA_COLUMNS), name
+    gt, midi = scored["ground truth"], scored["MIDI truth"]
+    assert all(midi[key] == pytest.approx(1.0) for key in OA_COLUMNS)
+    assert midi["overlaps"] == gt["overlaps"] and midi["note"] == "4 of 4 files"
+    for key in ("notes_per_bar", "out_of_key", "repeated_bars", "loops"):
+        assert midi[key] == pytest.approx(gt[key]), key
+    assert midi["pc_distance"] == pytest.approx(0.0) and midi["latent_fd"] == pytest.approx(0.0, abs=1e-3)
+    assert min(scored["MIDI shuffled"][key] for key in OA_COLUMNS) < 0.999
+    assert table["meta"]["midi_dir"][str(tmp_path / "truth")] == [f"tune_{k}.mid" for k in range(4)]
+
+
+def test_midi_row_draws_n_files_and_ends_short_ones_with_rest(tmp_path):
+    """n of a folder's files, drawn with the seed; a file longer than the model is cut, a shorter one ends
+    with a note-off where it ends (never looped nor moved: an opening rest bar stays), a file without
+    pitched notes is a silent melody, counted in the note."""
+    import pretty_midi
+
+    from ddpm.evaluation import midi_row
+    from ddpm.music.events import NOTE_OFF, write_midi
+
+    class Codec:  # the latent columns need only the encoder
+        def encode_latents(self, melodies):
+            return np.zeros((len(melodies), 4, 8), np.float32)
+
+    scale = np.zeros(96, np.int64)
+    scale[16::8] = np.arange(60, 70) - 21 + 2  # rest in bar 1, then a note every half bar to the end (held)
+    write_midi(scale, tmp_path / "a_short.mid")
+    write_midi(np.tile(scale, 3), tmp_path / "b_long.mid")  # 288 steps
+    drums = pretty_midi.PrettyMIDI()
+    drums.instruments.append(pretty_midi.Instrument(0, is_drum=True))
+    drums.instruments[0].notes.append(pretty_midi.Note(90, 36, 0.0, 0.5))
+    drums.write(str(tmp_path / "c_drums.mid"))
+    for k in range(3):
+        write_midi(np.roll(scale, 8 * k), tmp_path / f"d_{k}.mid")
+
+    row, names = midi_row(str(tmp_path), 6, 128, 0, Codec())
+    assert names == ["a_short.mid", "b_long.mid", "c_drums.mid", "d_0.mid", "d_1.mid", "d_2.mid"]
+    assert row.note == "6 of 6 files; 4 end before bar 8: rest after; 1 without notes" and row.latents.shape == (6, 4, 8)
+    short, long, silent = row.melodies[:3]
+    assert np.array_equal(short[:96], scale) and short[96] == NOTE_OFF and not short[97:].any()
+    assert np.array_equal(long, np.tile(scale, 3)[:128]) and not silent.any()
+    picks = [midi_row(str(tmp_path), 3, 128, seed, Codec())[1] for seed in range(6)]
+    assert all(len(set(p)) == 3 and p == sorted(p) for p in picks) and len({tuple(p) for p in picks}) > 1
+    assert picks[0] == midi_row(str(tmp_path), 3, 128, 0, Codec())[1]  # the seed decides
+
+
 def test_evaluate_and_sample_never_overwrite_an_earlier_run_and_repaint_keeps_the_guidance(
     melody_run, monkeypatch, tmp_path
 ):
@@ -418,6 +500,10 @@ def test_evaluate_bad_values_are_user_errors(melody_run, tmp_path):
     root, run = melody_run
     other = tmp_path / "other"
     shutil.copytree(root / "latents", other)
+    few, broken = tmp_path / "few", tmp_path / "broken"
+    shutil.copytree(root / "midi", few, ignore=lambda folder, names: sorted(names)[1:])
+    shutil.copytree(root / "midi", broken, ignore=lambda folder, names: sorted(names)[3:])  # 3 and a bad one
+    (broken / "bad.mid").write_bytes(b"MThd not really MIDI")
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["inputs"]["musicvae_sha256"] = "0" * 16
     (other / "manifest.json").write_text(json.dumps(manifest))
@@ -441,6 +527,10 @@ def test_evaluate_bad_values_are_user_errors(melody_run, tmp_path):
         (["sampler.guidance=-1"], r"sampler .*'guidance': -1.*guidance must be >= 0"),
         (["sampler=fast", "sampler.steps=0"], r"sampler .*'steps': 0.*steps must be >= 1"),
         (["ckpt=" + str(tmp_path / "none.ckpt")], "checkpoint not found"),
+        (["n=4", f"midi_dir={tmp_path / 'nowhere'}"], "midi_dir=.*nowhere: no such folder"),
+        (["n=4", f"midi_dir={few}"], r"midi_dir=.*few: 1 .mid files; expected at least n=4"),
+        (["n=4", f"midi_dir={broken}"], r"midi_dir=.*broken: bad.mid: not a readable MIDI file"),
+        (["midi_dir=5"], "midi_dir=5: expected a folder of .mid files or a list of them"),
     ):
         with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
             cfg = compose("evaluate", overrides=[f"ckpt={run / 'last.ckpt'}", *overrides])

@@ -123,6 +123,10 @@ class MissingTrackError(LookupError):
     """A track number that the MIDI file does not have."""
 
 
+class NoNotesError(ValueError):
+    """A readable MIDI file without a pitched note."""
+
+
 def read_midi(path: str | Path, track: int | None = None) -> tuple[np.ndarray, int]:
     """A MIDI file -> (events on the 16th grid, steps per bar; 0 where a bar is not a whole number of steps)
     of its pitched track ``track`` (file order, from 0), by default the melody (``melody_track``)."""
@@ -168,7 +172,7 @@ def read_midi_tracks(path: str | Path) -> tuple[list[np.ndarray], str, list[str]
     midi = pretty_midi.PrettyMIDI(str(path))
     instruments = [i for i in midi.instruments if not i.is_drum and i.notes]
     if not instruments:
-        raise ValueError(f"{path}: no pitched notes")
+        raise NoNotesError(f"{path}: no pitched notes")
     ticks_per_step = midi.resolution / STEPS_PER_QUARTER
 
     def grid(instrument) -> np.ndarray:

@@ -13,6 +13,7 @@ from ddpm.errors import UserError
 from ddpm.music.events import (
     NOTE_OFF,
     WINDOW_STEPS,
+    NoNotesError,
     events_to_notes,
     fit_length,
     from_first_bar,
@@ -44,9 +45,9 @@ def read_upload(name: str, data: bytes, steps: int, track: int | None = None) ->
         path.write_bytes(data)
         try:
             lines, _, names = read_midi_tracks(path)
+        except NoNotesError as e:
+            raise UserError(f"{name}: no melody (no pitched, non-drum notes in the file)") from e
         except ValueError as e:
-            if "no pitched notes" in str(e):
-                raise UserError(f"{name}: no melody (no pitched, non-drum notes in the file)") from e
             raise UserError(f"{name}: not a readable MIDI file ({e})") from e
         except Exception as e:  # noqa: BLE001 - pretty_midi/mido raise many types for broken files
             raise UserError(f"{name}: not a readable MIDI file ({type(e).__name__}: {e})") from e
