@@ -75,6 +75,7 @@ def _check(cfg: DictConfig) -> None:
         ("draws", 1, 1, "DDPM sample sets"),
         ("real_repeats", 10, 1, "real-vs-real draws"),
         ("train_sets", 0, 0, "train-split sets"),
+        ("bootstrap", 1000, 1, "bootstrap resamples"),
     ):
         value = cfg.get(key, default)
         if not isinstance(value, int) or isinstance(value, bool) or value < least:

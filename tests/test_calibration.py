@@ -39,6 +39,9 @@ def test_fit_spread_restores_the_datas_within_variance_and_keeps_loops():
     assert smallest_periods(wide).tolist() == periods.tolist()  # exact copies stay exact
     with pytest.raises(ValueError, match="within-sequence variance"):
         fit_spread(data, torch.ones(4, 8, 5))
+    for broken in (1e20 * torch.randn(4, 8, 5, generator=g), torch.full((4, 8, 5), float("nan"))):
+        with pytest.raises(ValueError, match="within-sequence variance"):  # overflowed or diverged samples
+            fit_spread(data, broken)
 
 
 def tiny_module(**kwargs):

@@ -38,7 +38,8 @@ def test_interpolate_middle_keeps_the_ends():
     np.testing.assert_array_equal(out[:, :4], x[:, :4])
     np.testing.assert_array_equal(out[:, 12:], x[:, 12:])
     assert not np.allclose(out[:, 4:12], x[:, 4:12])
-    np.testing.assert_allclose(out[:, 4], slerp(x[:, 3], x[:, 12], 1 / 9), atol=1e-6)
+    for j in range(4, 12):  # frame j at (j - 3) / 9 of the way, the last one too
+        np.testing.assert_allclose(out[:, j], slerp(x[:, 3], x[:, 12], (j - 3) / 9), atol=1e-6)
 
 
 def test_continuous_levels_lie_strictly_inside_the_step_interval():
@@ -130,6 +131,7 @@ def test_infilling_is_conditioned_on_the_kept_frames(one_thread):
 def test_evaluate_end_to_end_on_a_tiny_run(melody_run, tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
 
+    from ddpm import evaluation
     from ddpm.evaluation import evaluate
     from ddpm.module import DiffusionModule
     from ddpm.periods import loop_index
@@ -141,6 +143,14 @@ def test_evaluate_end_to_end_on_a_tiny_run(melody_run, tmp_path, monkeypatch):
     monkeypatch.setattr(
         DiffusionModule, "sample", lambda self, *a, **kw: calls.append(kw) or real_sample(self, *a, **kw)
     )
+    scored = []  # the rows' melodies and latents as score_sets gets them
+    real_score = evaluation.score_sets
+    monkeypatch.setattr(
+        evaluation, "score_sets", lambda sets, gt, *a: scored.append((sets, gt)) or real_score(sets, gt, *a)
+    )
+    overlaps_of = []  # every set piece_overlaps scores inside build_sets: the ground truth, then real-vs-real draws
+    real_overlaps = evaluation.piece_overlaps
+    monkeypatch.setattr(evaluation, "piece_overlaps", lambda m: overlaps_of.append(m) or real_overlaps(m))
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose(
             "evaluate",
@@ -174,6 +184,17 @@ def test_evaluate_end_to_end_on_a_tiny_run(melody_run, tmp_path, monkeypatch):
     assert gt["pitch_consistency"] == pytest.approx(1.0) and gt["duration_variance"] == pytest.approx(1.0)
     assert all(r["n"] == 4 for r in rows)
     assert "| DDPM |" in (tmp_path / "table.md").read_text()
+    (sets,), gt_set = zip(*scored)
+    sets, gt_set = {s.name: s for s in sets}, gt_set[0]
+    a, b = infill_frames(4)
+    for name in ("DDPM infilling", "interpolation (slerp)", "prior middle"):  # kept frames: the stored means, all dims
+        kept = sets[name].latents
+        assert np.array_equal(kept[:, :a], gt_set.latents[:, :a]) and np.array_equal(kept[:, b:], gt_set.latents[:, b:])
+        assert not np.array_equal(kept[:, a:b], gt_set.latents[:, a:b])
+    truth_rows = {m.tobytes() for m in overlaps_of[0]}
+    assert len(truth_rows) == 4 and np.array_equal(overlaps_of[0], gt_set.melodies)
+    for draw in overlaps_of[1:3]:  # real_repeats=2 draws of other eval sequences: none of the ground truth's
+        assert len(draw) == 4 and not truth_rows & {m.tobytes() for m in draw}
 
 
 def test_evaluate_draws_average_the_ddpm_row_over_seeded_sample_sets(melody_run, tmp_path):
@@ -344,7 +365,11 @@ def test_midi_row_draws_n_files_and_ends_short_ones_with_rest(tmp_path):
 
     row, names = midi_row(str(tmp_path), 6, 128, 0, Codec())
     assert names == ["a_short.mid", "b_long.mid", "c_drums.mid", "d_0.mid", "d_1.mid", "d_2.mid"]
-    assert row.note == "6 of 6 files; 4 end before bar 8: rest after; 1 without notes" and row.latents.shape == (6, 4, 8)
+    assert row.note == "6 of 6 files; 4 end before bar 8: rest after; 1 without notes" and row.latents.shape == (
+        6,
+        4,
+        8,
+    )
     short, long, silent = row.melodies[:3]
     assert np.array_equal(short[:96], scale) and short[96] == NOTE_OFF and not short[97:].any()
     assert np.array_equal(long, np.tile(scale, 3)[:128]) and not silent.any()
@@ -519,6 +544,8 @@ def test_evaluate_bad_values_are_user_errors(melody_run, tmp_path):
         (["n=400"], "n=400: the eval split has"),
         (["n=6"], r"n=6: the eval split has 11 sequences; expected n <= 5 \(the ground truth and a disjoint"),
         (["real_repeats=0"], "real_repeats=0: expected a whole number of real-vs-real draws >= 1"),
+        (["bootstrap=0"], "bootstrap=0: expected a whole number of bootstrap resamples >= 1"),
+        (["bootstrap=-5"], "bootstrap=-5: expected a whole number of bootstrap resamples >= 1"),
         (["repaint=5"], "repaint=5: expected a sampler"),
         (["refill=frame"], "refill='frame': expected one of noise, shared, zeros"),
         (["loops=maybe"], "loops='maybe': expected true or false"),

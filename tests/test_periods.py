@@ -39,6 +39,8 @@ def test_prior_counts_periods_and_draws_them_in_proportion():
     assert PeriodPrior.from_state(prior.state_dict()).probs.tolist() == prior.probs.tolist()
     with pytest.raises(ValueError, match="distribution"):
         PeriodPrior([0.5, 0.2])
+    with pytest.raises(ValueError, match="distribution"):
+        PeriodPrior([1.5, -0.5])  # sums to 1, but not a distribution
 
 
 def test_loop_index_and_repeat_frames():
@@ -131,6 +133,10 @@ def test_infill_loops_reads_the_kept_frames():
         assert periods.tolist() == [expected]
     draws = [int(infill_loops(x, keep, uniform, torch.Generator().manual_seed(k))[0]) for k in range(200)]
     assert set(draws) == {4, 6, 12} and all(45 < draws.count(p) < 90 for p in (4, 6, 12))  # by the prior: uniform
+    # Only the first frame back as the last: period 15, the longest there is.
+    x = looped(16)[None].clone()
+    x[0, 15] = x[0, 0]
+    assert infill_loops(x, keep, uniform)[0].tolist() == [15]
     # No equal kept frames: free.
     periods, index = infill_loops(looped(16)[None], keep, uniform)
     assert periods.tolist() == [0] and index.tolist() == [list(range(16))]

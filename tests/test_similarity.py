@@ -165,3 +165,50 @@ def test_repetition_finds_copied_bars_and_the_loop_period():
     assert repetition(late.reshape(-1))[1] == 28
     stats = melody_statistics(np.stack([bars.reshape(-1), looped.reshape(-1)]))
     assert stats["loops"] == 0.5 and stats["repeated_bars"] == pytest.approx(26 / 64)
+
+
+def test_adjacent_frames_are_the_ones_compared():
+    # bar k: four quarter notes of pitch 60 + k. Frames 0 and 1 (bars 0-3, 2-5) are N(61.5, 1.25) and N(63.5, 1.25):
+    # equal variances, so their OA is 2 Phi(-2 / (2 sqrt 1.25)); frames 0 and 2 would give 2 Phi(-4 / (2 sqrt 1.25))
+    melody = bars_melody([[60 + k] * 4 for k in range(6)])
+    pitch, duration = piece_overlap(melody)
+    assert pitch == pytest.approx(2 * stats.norm.cdf(-1 / math.sqrt(1.25)), abs=1e-4)  # 0.3711
+    assert duration == pytest.approx(1.0)
+
+
+def test_variance_is_zero_past_twice_the_ground_truths_and_sets_of_other_sizes_compare_fairly():
+    gt = np.array([[0.6, 0.6], [0.8, 0.8]])  # sigma2 0.01
+    wide = np.array([[0.5, 0.5], [0.9, 0.9]])  # sigma2 0.04: 1 - 3 < 0
+    assert consistency_variance(wide, gt)["pitch_variance"] == 0.0
+    four = np.array([[0.6, 0.6], [0.8, 0.8], [0.6, 0.6], [0.8, 0.8]])  # the same spread, twice the pieces
+    assert consistency_variance(four, gt)["pitch_variance"] == pytest.approx(1.0)  # population variance
+
+
+def test_bootstrap_is_the_percentile_interval_of_both_sets_resampled():
+    gt = piece_overlaps(phrase_melodies(30, seed=4))
+    other = piece_overlaps(phrase_melodies(30, seed=5))
+    interval = bootstrap_consistency_variance(other, gt, rounds=50, seed=3)
+    rng, draws = np.random.default_rng(3), []
+    for _ in range(50):  # the same draws, in the same order: the set, then the ground truth
+        a = other[rng.integers(0, 30, 30)]
+        draws.append(consistency_variance(a, gt[rng.integers(0, 30, 30)])["duration_variance"])
+    assert interval["duration_variance"] == pytest.approx((np.percentile(draws, 2.5), np.percentile(draws, 97.5)))
+    constant = np.full((30, 2), 0.5)  # resampling it changes nothing: the interval's width is the ground truth's
+    low, high = bootstrap_consistency_variance(constant, gt, rounds=50)["pitch_consistency"]
+    assert high > low
+
+
+def test_melody_statistics_closed_forms():
+    from ddpm.music.scoring import MelodySet, melody_statistics, score_set
+
+    quarters = bars_melody([[60, 62, 64, 65]] * 32)  # C major, four notes a bar
+    g_major = bars_melody([[67, 69, 71, 72], [74, 76, 78, 79]] * 16)  # G major with its F sharp
+    c_only, g_only = bars_melody([[60] * 4] * 32), bars_melody([[67] * 4] * 32)
+    stats_ = melody_statistics(np.stack([quarters, g_major]))
+    assert stats_["notes_per_bar"] == pytest.approx(4.0) and stats_["out_of_key"] == 0.0
+    assert melody_statistics(np.stack([bars_melody([[60, 66, 64, 65]] * 32)]))["out_of_key"] == pytest.approx(0.25)
+    gt = MelodySet("gt", np.stack([c_only] * 3))
+    gt_stats = melody_statistics(gt.melodies)
+    row = score_set(MelodySet("g", np.stack([g_only] * 3)), gt, piece_overlaps(gt.melodies), gt_stats, [0], 10)
+    assert row["pc_distance"] == pytest.approx(1.0)  # disjoint pitch classes: total variation 1
+    assert row["notes_per_bar"] == pytest.approx(4.0) and row["unscorable"] == 0
