@@ -216,6 +216,11 @@ def test_noise_level_condition_and_beta_sigma():
     assert torch.allclose(d.sampling_std, linear_betas(100).float().sqrt())
     with pytest.raises(ValueError, match="time_condition"):
         GaussianDiffusion(linear_betas(10), time_condition="sigma")
+    switched = GaussianDiffusion(linear_betas(100))  # set_sigma: the same as building it with that sigma
+    switched.set_sigma("beta")
+    assert torch.allclose(switched.sampling_std, d.sampling_std, rtol=1e-6) and switched.sigma == "beta"
+    switched.set_sigma("posterior")
+    assert torch.allclose(switched.sampling_std, GaussianDiffusion(linear_betas(100)).sampling_std, rtol=1e-6)
 
 
 @pytest.mark.parametrize("condition", ["step", "noise_level", "continuous_noise_level"])

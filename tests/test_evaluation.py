@@ -487,6 +487,8 @@ def test_refilled_dims_follow_the_seed():
     np.testing.assert_array_equal(a[..., [1, 5, 7]], b[..., [1, 5, 7]])
     assert not np.allclose(np.delete(a, [1, 5, 7], -1), np.delete(b, [1, 5, 7], -1))
     torch.testing.assert_close(codec.to_model(a), x)  # the inverse of decode
+    longer = np.concatenate([a, np.full((2, 3, 16), 9.0, np.float32)], axis=1)  # a record with 3 frames more
+    torch.testing.assert_close(codec.to_model(longer), x)  # the first seq_len frames are kept
 
 
 def test_refill_shared_keeps_equal_frames_equal():

@@ -61,7 +61,7 @@ def trajectory(sampler, diffusion, denoiser, shape, seed=0, **infill):
 @pytest.mark.parametrize("clip", [False, True])
 @pytest.mark.parametrize("condition", CONDITIONS)
 @pytest.mark.parametrize("spacing, diffusers_spacing", [("uniform", "leading"), ("trailing", "trailing")])
-@pytest.mark.parametrize("eta", [0.0, 1.0])
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])  # 0.5: eta and eta^2 differ
 def test_ddim_matches_diffusers(eta, spacing, diffusers_spacing, condition, clip):
     diffusers = pytest.importorskip("diffusers")
     d = GaussianDiffusion(linear_betas(1000), time_condition=condition, clip_x_start=clip)
@@ -154,6 +154,8 @@ def test_timesteps_are_distinct_decreasing_and_as_many_as_steps(sampler):
 def test_quadratic_spacing_is_the_ddim_papers():
     # int((i sqrt(0.8 T) / (S - 1))^2): T = 1000, S = 5 -> 0, 50, 200, 450, 800 (all distinct, unchanged)
     assert DDIMSampler(5, spacing="quadratic").timesteps(1000) == [800, 450, 200, 50, 0]
+    # S = 10: (i sqrt(800) / 9)^2 = 9.88, 39.5, 88.9, ... are truncated, as in the paper's code, not rounded
+    assert DDIMSampler(10, spacing="quadratic").timesteps(1000) == [800, 632, 483, 355, 246, 158, 88, 39, 9, 0]
 
 
 # ----- ancestral sampling -----
@@ -453,6 +455,8 @@ def test_module_threads_self_conditioning_through_each_chain():
     from ddpm.module import record_noise
 
     t, noise = record_noise(batch, 20)
+    steps = record_noise(torch.randn(500, 3), 10)[0]
+    assert set(steps.tolist()) == set(range(10))  # every step 0 ... T - 1 is validated, the last one too
     two = module.diffusion.loss(net, batch, t=t, noise=noise, self_condition=1.0).mean()
     one = module.diffusion.loss(net, batch, t=t, noise=noise).mean()
     assert torch.allclose(module.val_loss.compute(), two) and not torch.allclose(two, one)
@@ -460,6 +464,17 @@ def test_module_threads_self_conditioning_through_each_chain():
     module.diffusion.loss = lambda *args, **kwargs: seen.append(kwargs["self_condition"]) or torch.zeros(4)
     module.training_step(batch, 0)
     assert seen == [0.5]
+
+
+def test_each_training_batch_draws_from_its_own_seed_epoch_and_index(monkeypatch):
+    """Steps and noise of a batch come from (seed, rank, epoch, batch index): the same batch of a later epoch
+    draws anew, and a resumed run draws what the uninterrupted one did."""
+    module, epoch = tiny_module(), [0]
+    monkeypatch.setattr(DiffusionModule, "current_epoch", property(lambda self: epoch[0]))
+    seeds = {}
+    for epoch[0], batch, module.seed in [(0, 0, 0), (0, 1, 0), (1, 0, 0), (0, 0, 1), (0, 0, 0)]:
+        seeds.setdefault((epoch[0], batch, module.seed), set()).add(module.training_generator(batch).initial_seed())
+    assert all(len(s) == 1 for s in seeds.values()) and len(set().union(*seeds.values())) == 4
 
 
 def test_module_sample_logs_its_progress(caplog):
