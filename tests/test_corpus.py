@@ -81,6 +81,8 @@ def test_split_by_title_is_disjoint_and_deterministic():
     assert len(train) + len(evals) == len(tunes) and 0 < len(evals) < len(tunes)
     again_train, _ = split_by_title(tunes, 0.25, seed=0)
     assert [t.source for t in again_train] == [t.source for t in train]
+    _, other = split_by_title(tunes, 0.25, seed=1)  # another seed, another split
+    assert {key(t) for t in other} != {key(t) for t in evals}
 
 
 def test_user_midi_folder_goes_through_the_same_extraction(tmp_path):

@@ -196,6 +196,12 @@ def test_truncated_and_corrupt_records(tmp_path):
     path.write_bytes(bytes(corrupt))
     with pytest.raises(RecordError, match=r"record 1 .*data checksum mismatch"):
         read_latents(path, SHAPE)
+    path.write_bytes(blob[:-2])  # the last record's data whole, its checksum cut
+    with pytest.raises(RecordError, match=r"record 2 .*truncated: \d+ bytes of data expected"):
+        read_latents(path, SHAPE)
+    path.write_bytes(blob[:10])  # not even a whole header
+    with pytest.raises(RecordError, match=r"record 0 .*truncated header \(10 of 12 bytes\)"):
+        read_latents(path, SHAPE)
     bad_len = bytearray(blob)
     bad_len[0:8] = struct.pack("<Q", 5)
     path.write_bytes(bytes(bad_len))

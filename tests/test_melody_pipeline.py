@@ -93,6 +93,9 @@ def test_tune_sequences_chunks_and_loops():
     assert np.array_equal(seq[0], latents[:4]) and np.array_equal(seq[-1], latents[6:])
     short = tune_sequences(latents[:3], 4)
     assert np.array_equal(short[0], latents[[0, 1, 2, 0]])
+    assert np.array_equal(seq[1], latents[4:8])  # consecutive, not overlapping
+    exact = tune_sequences(latents[:8], 4)  # two whole sequences: no third one aligned to the end
+    assert exact.shape == (2, 4, 2) and np.array_equal(exact[1], latents[4:8])
 
 
 def test_melody_config_composes(tmp_path):

@@ -83,6 +83,30 @@ def test_padding_to_whole_windows_ends_a_sounding_last_note():
     assert fit_length(np.zeros(0, int), 32).tolist() == [0] * 32  # at least one window
     longer = np.r_[held, np.zeros(30, int)]  # 40 steps: two windows, the note ended at step 40
     assert fit_length(longer, 64)[40] == NOTE_OFF and fit_length(longer, 64)[41:].tolist() == [0] * 23
+    opening_rest = np.zeros(32, int)  # a whole window that opens with a rest and ends on a sounding note
+    opening_rest[1] = on(60)
+    looped = fit_length(opening_rest, 96)  # each repeat ends the held note at its first step, then plays on
+    assert looped[[0, 1, 32, 33, 64, 65]].tolist() == [0, on(60), NOTE_OFF, on(60), NOTE_OFF, on(60)]
+
+
+def test_melody_track_needs_five_pitches_and_takes_the_first_of_equals():
+    from ddpm.music.events import melody_track
+
+    five = np.zeros(40, int)
+    five[[0, 8, 16, 24, 32]] = [on(p) for p in (60, 62, 64, 65, 67)]  # 5 pitches, 5 notes
+    four = np.zeros(40, int)
+    four[::2] = [on(60 + k % 4) for k in range(20)]  # 4 pitches, 20 notes: fewer than 5 pitches, no melody
+    assert melody_track([four, five]) == 1 and melody_track([five, five.copy()]) == 0
+    assert melody_track([four[:10], four]) == 1  # none has 5 pitches: the one with the most notes
+
+
+def test_a_tune_is_padded_to_whole_windows_only_when_it_needs_it():
+    from ddpm.music.tunes import events_to_tune
+
+    window = np.r_[on(60), np.zeros(31, int)]
+    assert len(events_to_tune(window, "t", "s", "4/4")[0].events) == 32  # already whole: not padded
+    assert len(events_to_tune(np.r_[window, np.zeros(9, int)], "t", "s", "4/4")[0].events) == 64
+    assert events_to_tune(np.zeros(32, int), "t", "s", "4/4") == (None, "no notes")
 
 
 def test_a_files_default_track_is_its_melody_not_a_busier_ostinato(tmp_path):

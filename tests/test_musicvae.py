@@ -80,3 +80,23 @@ def test_inverse_sigmoid_sampling_schedule():
     assert abs(module.sampling_probability(round(1000 * np.log(1000))) - 0.5) < 1e-3
     assert module.sampling_probability(20_000) > 0.999 and module.sampling_probability(10**9) == 1.0
     assert MusicVAEModule(MusicVAE(z_dim=8, encoder_hidden=8, decoder_hidden=8)).sampling_probability(10**6) == 0.0
+
+
+def test_windows_keep_their_order_through_batched_encoding_and_decoding():
+    """``encode_windows`` in batches and ``decode_latents`` of sequences give each window its own result."""
+    from ddpm.music.vae_io import decode_latents, encode_windows
+
+    torch.manual_seed(0)
+    model = MusicVAE(z_dim=8, encoder_hidden=8, decoder_hidden=16).eval()
+    events = np.random.default_rng(0).integers(0, NUM_CLASSES, (5, 32))
+    mu, sigma = encode_windows(model, events, batch_size=2)
+    with torch.no_grad():
+        one_go = model.encode(torch.from_numpy(events))
+    np.testing.assert_allclose(mu, one_go[0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(sigma, one_go[1].numpy(), atol=1e-6)
+    latents = np.random.default_rng(1).standard_normal((2, 3, 8)).astype(np.float32)
+    melodies = decode_latents(model, latents)  # [2, 3 * 32]
+    with torch.no_grad():
+        for i, j in ((0, 0), (1, 2), (1, 1)):
+            window = model.generate(torch.from_numpy(latents[i, j][None]))[0].numpy()
+            assert np.array_equal(melodies[i, 32 * j : 32 * (j + 1)], window)

@@ -40,6 +40,21 @@ def test_manifest_records_inputs_counts_and_stage_times(melody_run):
         assert data["events"].shape == (evals, 4 * 32)  # one corpus melody per eval record
 
 
+def test_each_eval_record_is_the_musicvae_means_of_its_eval_sequence(melody_run):
+    """The stage cuts each tune's window means into sequences as it cuts its events (``eval_events.npz``):
+    record k holds the means of sequence k's windows, so no sequence straddles two tunes."""
+    from ddpm.music.prepare import read_eval_events
+    from ddpm.sampling import eval_latents, load_checkpoint, restore
+
+    root, run = melody_run
+    ckpt = load_checkpoint(run / "last.ckpt")
+    _, codec = restore(ckpt, run / "last.ckpt")
+    events = read_eval_events(root / "latents")[0]
+    records = eval_latents(ckpt["run_config"])
+    assert records.shape == (len(events), 4, 512)
+    np.testing.assert_allclose(codec.encode_latents(events), records, atol=1e-4)
+
+
 def test_stage_reuses_its_folder_and_rebuilds_when_inputs_change(melody_run, tmp_path, monkeypatch):
     root, _ = melody_run
     latents = tmp_path / "latents"
