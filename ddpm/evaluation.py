@@ -81,9 +81,10 @@ def _check(cfg: DictConfig) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise UserError(f"{key}={value}: expected a whole number of {what} >= {least}")
     _repaint_spec(cfg)  # a bad spec fails here, before any sampling
-    midi_dirs(cfg)
     if int(cfg.n) < 4:
         raise UserError(f"n={cfg.n}: expected at least 4 sequences to score")
+    for folder in midi_dirs(cfg):  # before the checkpoint and the data are read
+        _midi_folder_files(folder, int(cfg.n))
     if cfg.device != "cpu" and not torch.cuda.is_available() and str(cfg.device).startswith("cuda"):
         raise UserError(f"device={cfg.device}: no CUDA device is available here (use device=cpu)")
 
@@ -196,28 +197,40 @@ def build_sets(
 
 
 def midi_dirs(cfg: DictConfig) -> list[str]:
-    """``midi_dir``: none, one folder or a list of them."""
+    """``midi_dir``: none, one folder or a list of distinct folders (a name Hydra reads as a number too);
+    anything else, an empty list or a folder named twice is a ``UserError``."""
     value = cfg.get("midi_dir")
     if value is None:
         return []
-    folders = [value] if isinstance(value, str) else list(value) if OmegaConf.is_list(value) else None
-    if not folders or not all(isinstance(f, str) and f for f in folders):
+    items = list(value) if OmegaConf.is_list(value) else [value]
+    folders = [str(f) for f in items if isinstance(f, str | int) and not isinstance(f, bool) and str(f)]
+    if not folders or len(folders) != len(items):
         raise UserError(f"midi_dir={value}: expected a folder of .mid files or a list of them [a,b]")
+    if len({Path(f).resolve() for f in folders}) != len(folders):
+        raise UserError(f"midi_dir={value}: a folder is named twice (expected each folder once)")
     return folders
 
 
-def midi_row(folder: str, n: int, steps: int, seed: int, codec) -> tuple[MelodySet, list[str]]:
-    """``n`` MIDI files of ``folder`` as a row (a random ``n`` drawn with ``seed`` where it holds more) and
-    their names: each file's melody (``read_midi``'s pick of its tracks) on the file's own time line, cut to
-    ``steps`` or ended with rest (never looped nor moved), and its MusicVAE means for the latent columns."""
+def _midi_folder_files(folder: str, n: int) -> list[Path]:
+    """The MIDI files under ``folder`` (``midi_files``: subfolders too), at least ``n`` of them."""
     path = Path(folder)
     if not path.is_dir():
         raise MissingFileError(f"midi_dir={folder}: no such folder (expected a folder of .mid files)")
     files = midi_files(path)
     if len(files) < n:
         raise UserError(
-            f"midi_dir={folder}: {len(files)} .mid files; expected at least n={n} (every row scores n melodies)"
+            f"midi_dir={folder}: {len(files)} MIDI files; expected at least n={n} (every row scores n melodies)"
         )
+    return files
+
+
+def midi_row(folder: str, n: int, steps: int, seed: int, codec) -> tuple[MelodySet, list[str]]:
+    """``n`` MIDI files of ``folder`` as the row ``MIDI <folder>`` (a random ``n`` drawn with ``seed`` where it
+    holds more) and their names: each file's melody (``read_midi``'s pick of its tracks) on the file's own
+    time line, cut to ``steps`` or ended with rest (never looped nor moved), and its MusicVAE means for the
+    latent columns."""
+    path = Path(folder)
+    files = _midi_folder_files(folder, n)
     chosen = [files[i] for i in sorted(np.random.default_rng([seed, 2]).choice(len(files), n, replace=False))]
     melodies = np.zeros((n, steps), np.int64)
     short = silent = 0
@@ -229,7 +242,7 @@ def midi_row(folder: str, n: int, steps: int, seed: int, codec) -> tuple[MelodyS
             events = np.zeros(0, np.int64)  # a generator's sample may be silent: scored as such
         except Exception as e:  # noqa: BLE001 - pretty_midi/mido raise many kinds on bad files
             first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
-            raise UserError(f"midi_dir={folder}: {file.name}: not a readable MIDI file ({first})") from e
+            raise UserError(f"midi_dir={folder}: {file.relative_to(path)}: not a readable MIDI file ({first})") from e
         progress.step()
         if not (events >= 2).any():
             silent += 1
@@ -241,9 +254,10 @@ def midi_row(folder: str, n: int, steps: int, seed: int, codec) -> tuple[MelodyS
             if len(changes) and events[changes[-1]] >= 2:  # the last note ends where the file does
                 melodies[k, len(events)] = NOTE_OFF
     note = f"{n} of {len(files)} files" + (f"; {short} end before bar {steps // 16}: rest after" if short else "")
-    note += f"; {silent} without notes" if silent else ""
-    name = f"MIDI {path.resolve().name}"
-    return MelodySet(name, melodies, codec.encode_latents(melodies), note), [str(f.relative_to(path)) for f in chosen]
+    note += f"; {silent} without notes in bars 1-{steps // 16}" if silent else ""
+    return MelodySet(f"MIDI {folder}", melodies, codec.encode_latents(melodies), note), [
+        str(f.relative_to(path)) for f in chosen
+    ]
 
 
 def train_row(train: np.ndarray, n: int, sets: int, seed: int, gt_overlaps: np.ndarray) -> MelodySet:
@@ -351,12 +365,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Path]:
     if cfg.get("train_sets", 0):  # the run's own train split (its corpus; read from the cache)
         meters = [str(m) for m in cfg.eval_meters] if cfg.get("eval_meters") else None
         train = train_events(ckpt["run_config"], latents.shape[1], meters)
-    external, midi_files_read = [], {}
-    for folder in midi_dirs(cfg):  # read before any sampling, so a bad file costs nothing
-        row, names = midi_row(folder, int(cfg.n), events.shape[1], int(cfg.seed), codec)
+    external, midi_files_read, midi_start = [], {}, time.perf_counter()
+    for midi_folder in midi_dirs(cfg):  # read before any sampling, so a bad file costs no sampling time
+        row, names = midi_row(midi_folder, int(cfg.n), events.shape[1], int(cfg.seed), codec)
         external.append(row)
-        midi_files_read[str(folder)] = names
+        midi_files_read[midi_folder] = names
+    midi_seconds = time.perf_counter() - midi_start
     gt, sets, timings = build_sets(cfg, module, codec, events, latents, sampler, train, external)
+    if external:
+        timings["midi_dir"] = midi_seconds  # reading and encoding the MIDI files
     rows = score_sets(sets, gt, codec.space.dims, int(cfg.bootstrap), int(cfg.seed))
     name = cfg.get("name") or f"{ckpt_path.stem}_seed{cfg.seed}"
     out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else new_folder(ckpt_path.parent / "eval" / name)

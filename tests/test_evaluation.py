@@ -317,32 +317,36 @@ def test_evaluate_midi_dir_scores_a_folder_of_midi_files_against_the_same_ground
         with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
             cfg = compose(
                 "evaluate",
-                overrides=[f"ckpt={run / 'last.ckpt'}", "n=4", "real_repeats=2", "bootstrap=20", "infill=false"]
-                + [f"out_dir={tmp_path / name}", "sampler=fast", "sampler.steps=4", "split_seed=3", *overrides],
+                overrides=[f"ckpt={run / 'last.ckpt'}", "n=4", "real_repeats=2", "bootstrap=20", "sampler=fast"]
+                + [f"out_dir={tmp_path / name}", "sampler.steps=4", "split_seed=3", *overrides],
             )
         evaluate(cfg)
         return json.loads((tmp_path / name / "table.json").read_text())
 
     table = rows("with", f"midi_dir=[{tmp_path / 'truth'},{tmp_path / 'shuffled'}]")
     scored = {r["set"]: r for r in table["rows"]}
-    without = {r["set"]: r for r in rows("without")["rows"]}
-    assert list(scored) == [*without, "MIDI truth", "MIDI shuffled"]  # after the DDPM row (no infilling rows here)
-    for name, row in without.items():
-        assert all(scored[name][key] == row[key] for key in OA_COLUMNS), name
-    gt, midi = scored["ground truth"], scored["MIDI truth"]
+    plain = rows("without")
+    without = {r["set"]: r for r in plain["rows"]}
+    truth, mixed = f"MIDI {tmp_path / 'truth'}", f"MIDI {tmp_path / 'shuffled'}"
+    unconditional = list(without)[: list(without).index("DDPM") + 1]
+    assert list(scored) == [*unconditional, truth, mixed, *list(without)[len(unconditional) :]]
+    for name, row in without.items():  # every other row as without them, every column
+        assert all(scored[name][key] == row[key] for key in row if key != "interval"), name
+    gt, midi = scored["ground truth"], scored[truth]
     assert all(midi[key] == pytest.approx(1.0) for key in OA_COLUMNS)
-    assert midi["overlaps"] == gt["overlaps"] and midi["note"] == "4 of 4 files"
+    assert midi["overlaps"] == gt["overlaps"] and midi["note"] == "4 of 4 files"  # every tune ends held (helpers)
     for key in ("notes_per_bar", "out_of_key", "repeated_bars", "loops"):
         assert midi[key] == pytest.approx(gt[key]), key
     assert midi["pc_distance"] == pytest.approx(0.0) and midi["latent_fd"] == pytest.approx(0.0, abs=1e-3)
-    assert min(scored["MIDI shuffled"][key] for key in OA_COLUMNS) < 0.999
+    assert min(scored[mixed][key] for key in OA_COLUMNS) < 0.999
     assert table["meta"]["midi_dir"][str(tmp_path / "truth")] == [f"tune_{k}.mid" for k in range(4)]
+    assert table["meta"]["eval_dir"] == plain["meta"]["eval_dir"]  # the ground truth's folder, not a MIDI one
 
 
 def test_midi_row_draws_n_files_and_ends_short_ones_with_rest(tmp_path):
     """n of a folder's files, drawn with the seed; a file longer than the model is cut, a shorter one ends
-    with a note-off where it ends (never looped nor moved: an opening rest bar stays), a file without
-    pitched notes is a silent melody, counted in the note."""
+    its sounding last note where it ends (never looped nor moved: an opening rest bar stays), a file without
+    pitched notes in the model's bars is a silent melody, counted in the note."""
     import pretty_midi
 
     from ddpm.evaluation import midi_row
@@ -360,19 +364,23 @@ def test_midi_row_draws_n_files_and_ends_short_ones_with_rest(tmp_path):
     drums.instruments.append(pretty_midi.Instrument(0, is_drum=True))
     drums.instruments[0].notes.append(pretty_midi.Note(90, 36, 0.0, 0.5))
     drums.write(str(tmp_path / "c_drums.mid"))
-    for k in range(3):
-        write_midi(np.roll(scale, 8 * k), tmp_path / f"d_{k}.mid")
+    late = np.zeros(208, np.int64)
+    late[200] = scale[16]  # its only note in bar 13: nothing in the model's 8 bars
+    write_midi(late, tmp_path / "d_late.mid")
+    overlap = pretty_midi.PrettyMIDI(initial_tempo=120.0)  # a 16th step = 0.125 s
+    overlap.instruments.append(pretty_midi.Instrument(0))
+    overlap.instruments[0].notes += [pretty_midi.Note(90, 60, 0.0, 5.0), pretty_midi.Note(90, 62, 1.0, 2.0)]
+    overlap.write(str(tmp_path / "e_overlap.mid"))  # 60 cut at step 8 by 62, which ends at 16; the file at 40
+    write_midi(np.roll(scale, 8), tmp_path / "f_roll.mid")
 
     row, names = midi_row(str(tmp_path), 6, 128, 0, Codec())
-    assert names == ["a_short.mid", "b_long.mid", "c_drums.mid", "d_0.mid", "d_1.mid", "d_2.mid"]
-    assert row.note == "6 of 6 files; 4 end before bar 8: rest after; 1 without notes" and row.latents.shape == (
-        6,
-        4,
-        8,
-    )
-    short, long, silent = row.melodies[:3]
+    assert names == ["a_short.mid", "b_long.mid", "c_drums.mid", "d_late.mid", "e_overlap.mid", "f_roll.mid"]
+    assert row.name == f"MIDI {tmp_path}" and row.latents.shape == (6, 4, 8)
+    assert row.note == "6 of 6 files; 3 end before bar 8: rest after; 2 without notes in bars 1-8"
+    short, long, drum, late_row, ended = row.melodies[:5]
     assert np.array_equal(short[:96], scale) and short[96] == NOTE_OFF and not short[97:].any()
-    assert np.array_equal(long, np.tile(scale, 3)[:128]) and not silent.any()
+    assert np.array_equal(long, np.tile(scale, 3)[:128]) and not drum.any() and not late_row.any()
+    assert ended[[0, 8, 16]].tolist() == [41, 43, NOTE_OFF] and not ended[17:].any()  # MIDI 60, 62, its end
     picks = [midi_row(str(tmp_path), 3, 128, seed, Codec())[1] for seed in range(6)]
     assert all(len(set(p)) == 3 and p == sorted(p) for p in picks) and len({tuple(p) for p in picks}) > 1
     assert picks[0] == midi_row(str(tmp_path), 3, 128, 0, Codec())[1]  # the seed decides
@@ -557,9 +565,12 @@ def test_evaluate_bad_values_are_user_errors(melody_run, tmp_path):
         (["sampler=fast", "sampler.steps=0"], r"sampler .*'steps': 0.*steps must be >= 1"),
         (["ckpt=" + str(tmp_path / "none.ckpt")], "checkpoint not found"),
         (["n=4", f"midi_dir={tmp_path / 'nowhere'}"], "midi_dir=.*nowhere: no such folder"),
-        (["n=4", f"midi_dir={few}"], r"midi_dir=.*few: 1 .mid files; expected at least n=4"),
+        (["n=4", f"midi_dir={few}"], r"midi_dir=.*few: 1 MIDI files; expected at least n=4"),
+        (["n=4", f"midi_dir=[{few},{few}/]"], r"midi_dir=.*: a folder is named twice"),
         (["n=4", f"midi_dir={broken}"], r"midi_dir=.*broken: bad.mid: not a readable MIDI file"),
-        (["midi_dir=5"], "midi_dir=5: expected a folder of .mid files or a list of them"),
+        (["midi_dir=true"], "midi_dir=True: expected a folder of .mid files or a list of them"),
+        (["midi_dir=[]"], r"midi_dir=\[\]: expected a folder of .mid files or a list of them"),
+        (["midi_dir=2024"], "midi_dir=2024: no such folder"),  # a folder name Hydra reads as a number
     ):
         with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
             cfg = compose("evaluate", overrides=[f"ckpt={run / 'last.ckpt'}", *overrides])

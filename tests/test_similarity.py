@@ -193,7 +193,7 @@ def test_bootstrap_is_the_percentile_interval_of_both_sets_resampled():
         a = other[rng.integers(0, 30, 30)]
         draws.append(consistency_variance(a, gt[rng.integers(0, 30, 30)])["duration_variance"])
     assert interval["duration_variance"] == pytest.approx((np.percentile(draws, 2.5), np.percentile(draws, 97.5)))
-    constant = np.full((30, 2), 0.5)  # resampling it changes nothing: the interval's width is the ground truth's
+    constant = np.full((30, 2), 0.5)  # resampling it changes nothing: a width > 0 comes from the ground truth's
     low, high = bootstrap_consistency_variance(constant, gt, rounds=50)["pitch_consistency"]
     assert high > low
 
