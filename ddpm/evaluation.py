@@ -21,7 +21,7 @@ from ddpm.codecs.melodies import MelodyCodec
 from ddpm.errors import MissingFileError, UserError
 from ddpm.io.atomic import new_folder
 from ddpm.module import step_seed
-from ddpm.music.events import NOTE_OFF, NoNotesError, read_midi
+from ddpm.music.events import NoNotesError, pad_with_rest, read_midi
 from ddpm.music.midi_corpus import midi_files
 from ddpm.music.prepare import MANIFEST, read_eval_events, train_events
 from ddpm.music.scoring import MelodySet, score_sets, table_markdown, write_table
@@ -247,12 +247,8 @@ def midi_row(folder: str, n: int, steps: int, seed: int, codec) -> tuple[MelodyS
         if not (events >= 2).any():
             silent += 1
             continue  # a row of rest
-        melodies[k, : len(events)] = events
-        if len(events) < steps:
-            short += 1
-            changes = np.flatnonzero(events)
-            if len(changes) and events[changes[-1]] >= 2:  # the last note ends where the file does
-                melodies[k, len(events)] = NOTE_OFF
+        melodies[k] = pad_with_rest(events, steps)  # a sounding last note ends where the file does
+        short += len(events) < steps
     note = f"{n} of {len(files)} files" + (f"; {short} end before bar {steps // 16}: rest after" if short else "")
     note += f"; {silent} without notes in bars 1-{steps // 16}" if silent else ""
     return MelodySet(f"MIDI {folder}", melodies, codec.encode_latents(melodies), note), [

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,27 +198,38 @@ def test_evaluate_end_to_end_on_a_tiny_run(melody_run, tmp_path, monkeypatch):
         assert len(draw) == 4 and not truth_rows & {m.tobytes() for m in draw}
 
 
+def quick_table(run, out_dir, *overrides: str) -> dict:
+    """``table.json`` of a quick ``evaluate.py`` run of the tiny model's ``last.ckpt`` into ``out_dir``: n=4,
+    2 real-vs-real draws, 20 bootstrap resamples, the ``fast`` sampler with 4 steps; ``overrides`` after."""
+    from hydra import compose, initialize_config_dir
+
+    from ddpm import evaluation
+    from tests.helpers import CONF
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose(
+            "evaluate",
+            overrides=[f"ckpt={run / 'last.ckpt'}", "n=4", "real_repeats=2", "bootstrap=20", "sampler=fast"]
+            + ["sampler.steps=4", f"out_dir={out_dir}", *overrides],
+        )
+    evaluation.evaluate(cfg)
+    return json.loads((Path(out_dir) / "table.json").read_text())
+
+
+def by_set(table: dict) -> dict:
+    return {r["set"]: r for r in table["rows"]}
+
+
 def test_evaluate_draws_average_the_ddpm_row_over_seeded_sample_sets(melody_run, tmp_path):
     """draws=k: the DDPM row's OA figures are the mean, std and min over k sample sets, where set 0 is the
     single-draw row and set j the single-draw row of seed step_seed(seed, j); the other rows are unchanged."""
-    from hydra import compose, initialize_config_dir
-
-    from ddpm.evaluation import evaluate
     from ddpm.module import step_seed
     from ddpm.music.scoring import OA_COLUMNS
-    from tests.helpers import CONF
 
     _, run = melody_run
 
     def ddpm_rows(name: str, *overrides: str) -> dict:
-        with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-            cfg = compose(
-                "evaluate",
-                overrides=[f"ckpt={run / 'last.ckpt'}", "n=4", "real_repeats=2", "bootstrap=20"]
-                + [f"out_dir={tmp_path / name}", "sampler=fast", "sampler.steps=4", *overrides],
-            )
-        evaluate(cfg)
-        return {r["set"]: r for r in json.loads((tmp_path / name / "table.json").read_text())["rows"]}
+        return by_set(quick_table(run, tmp_path / name, *overrides))
 
     pooled = ddpm_rows("pooled", "draws=3")
     single = [ddpm_rows("seed0", "seed=0")]
@@ -238,27 +250,17 @@ def test_evaluate_draws_average_the_ddpm_row_over_seeded_sample_sets(melody_run,
 def test_evaluate_train_sets_score_disjoint_train_sequences_against_the_ground_truth(melody_run, tmp_path, monkeypatch):
     """train_sets=k: a row of k disjoint sets of n train-split sequences (corpus events, cut as the prepare stage
     cuts them), each scored against the ground truth as real vs real is; the other rows are unchanged."""
-    from hydra import compose, initialize_config_dir
-
     from ddpm import evaluation
     from ddpm.errors import UserError
     from ddpm.music.prepare import train_events
     from ddpm.music.scoring import OA_COLUMNS
     from ddpm.music.similarity import consistency_variance, piece_overlaps
     from ddpm.sampling import load_checkpoint
-    from tests.helpers import CONF
 
     _, run = melody_run
 
     def rows(name: str, *overrides: str) -> dict:
-        with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-            cfg = compose(
-                "evaluate",
-                overrides=[f"ckpt={run / 'last.ckpt'}", "n=4", "real_repeats=2", "bootstrap=20", "infill=false"]
-                + [f"out_dir={tmp_path / name}", "sampler=fast", "sampler.steps=4", *overrides],
-            )
-        evaluation.evaluate(cfg)
-        return {r["set"]: r for r in json.loads((tmp_path / name / "table.json").read_text())["rows"]}
+        return by_set(quick_table(run, tmp_path / name, "infill=false", *overrides))
 
     with_train, without = rows("with", "train_sets=2"), rows("without")
     assert list(with_train) == [*list(without)[:2], "train split", *list(without)[2:]]
@@ -296,12 +298,8 @@ def test_evaluate_midi_dir_scores_a_folder_of_midi_files_against_the_same_ground
     """midi_dir=[a,b]: a row per folder after the DDPM row. The ground truth written as MIDI files scores as
     the ground truth does (the four figures 1, the same per-piece OAs, statistics and, re-encoded, latent
     FD 0); its bars shuffled score below 1; every other row is unchanged."""
-    from hydra import compose, initialize_config_dir
-
-    from ddpm.evaluation import evaluate
     from ddpm.music.events import write_midi
     from ddpm.music.scoring import OA_COLUMNS
-    from tests.helpers import CONF
 
     root, run = melody_run
     events = np.load(root / "latents" / "eval_events.npz")["events"]
@@ -313,20 +311,11 @@ def test_evaluate_midi_dir_scores_a_folder_of_midi_files_against_the_same_ground
         for k, melody in enumerate(melodies):
             write_midi(melody, tmp_path / folder / f"tune_{k}.mid")
 
-    def rows(name: str, *overrides: str) -> dict:
-        with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-            cfg = compose(
-                "evaluate",
-                overrides=[f"ckpt={run / 'last.ckpt'}", "n=4", "real_repeats=2", "bootstrap=20", "sampler=fast"]
-                + [f"out_dir={tmp_path / name}", "sampler.steps=4", "split_seed=3", *overrides],
-            )
-        evaluate(cfg)
-        return json.loads((tmp_path / name / "table.json").read_text())
-
-    table = rows("with", f"midi_dir=[{tmp_path / 'truth'},{tmp_path / 'shuffled'}]")
-    scored = {r["set"]: r for r in table["rows"]}
-    plain = rows("without")
-    without = {r["set"]: r for r in plain["rows"]}
+    table = quick_table(
+        run, tmp_path / "with", "split_seed=3", f"midi_dir=[{tmp_path / 'truth'},{tmp_path / 'shuffled'}]"
+    )
+    plain = quick_table(run, tmp_path / "without", "split_seed=3")
+    scored, without = by_set(table), by_set(plain)
     truth, mixed = f"MIDI {tmp_path / 'truth'}", f"MIDI {tmp_path / 'shuffled'}"
     unconditional = list(without)[: list(without).index("DDPM") + 1]
     assert list(scored) == [*unconditional, truth, mixed, *list(without)[len(unconditional) :]]

@@ -93,17 +93,29 @@ def write_midi(events: np.ndarray, path: str | Path, qpm: float = 120.0, program
     return path
 
 
+def _sounding_at_end(events: np.ndarray) -> bool:
+    """Whether the last note of ``events`` lasts to their end."""
+    changes = np.flatnonzero(events != NO_EVENT)
+    return len(changes) > 0 and events[changes[-1]] >= 2
+
+
+def pad_with_rest(events: np.ndarray, steps: int) -> np.ndarray:
+    """``events`` cut to ``steps``, or padded to them with rest: a last note that sounds to the end is ended
+    where the padding starts (a note-off), as Magenta's ``Melody.set_length`` does."""
+    events = np.asarray(events, dtype=np.int64)[:steps]
+    padded = np.zeros(steps, dtype=np.int64)
+    padded[: len(events)] = events
+    if len(events) < steps and _sounding_at_end(events):
+        padded[len(events)] = NOTE_OFF
+    return padded
+
+
 def fit_length(events: np.ndarray, steps: int) -> np.ndarray:
     """Pad to whole windows with rest (a note-off ends the last note), then loop to ``steps`` (or cut to them):
     a melody of another length as the model holds it, repeated from its start as short tunes are in training."""
     events = np.asarray(events, dtype=np.int64)
-    windows = max(1, -(-len(events) // WINDOW_STEPS))
-    padded = np.zeros(windows * WINDOW_STEPS, dtype=np.int64)
-    padded[: len(events)] = events
-    changes = np.flatnonzero(events != 0)
-    sounding = len(changes) > 0 and events[changes[-1]] >= 2  # the last note lasts to the end
-    if sounding and len(events) < len(padded):
-        padded[len(events)] = NOTE_OFF
+    padded = pad_with_rest(events, max(1, -(-len(events) // WINDOW_STEPS)) * WINDOW_STEPS)
+    sounding = _sounding_at_end(events)  # the last note lasts to the end
     looped = np.resize(padded, steps)
     if sounding and len(events) == len(padded) and padded[0] == NO_EVENT:  # a rest opens each repeat
         looped[len(padded) :: len(padded)] = NOTE_OFF
