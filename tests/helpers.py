@@ -83,3 +83,20 @@ def melody_overrides(root: Path) -> list[str]:
             "diffusion.time_condition=noise_level",
         ]
     )
+
+
+def write_tracks(path: Path, tracks: list[list[tuple[int, int, int]]]) -> None:
+    """A MIDI file at 120 qpm (a 16th step = 0.125 s) in 4/4: a track a list of (pitch, start step, end step)."""
+    import pretty_midi
+
+    midi = pretty_midi.PrettyMIDI(initial_tempo=120.0)
+    for program, notes in enumerate(tracks):
+        track = pretty_midi.Instrument(program)
+        track.notes = [pretty_midi.Note(90, p, a * 0.125, b * 0.125) for p, a, b in notes]
+        midi.instruments.append(track)
+    midi.time_signature_changes = [pretty_midi.TimeSignature(4, 4, 0.0)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    midi.write(str(path))
+
+
+SCALE = [60, 62, 64, 65, 67, 69, 71, 72]  # C major, C4 to C5

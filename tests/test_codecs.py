@@ -196,3 +196,101 @@ def test_the_musicvae_is_found_from_any_working_directory(tmp_path, monkeypatch)
     ckpt["run_config"]["codec"]["musicvae"] = "nowhere/vae.pt"
     with pytest.raises(MissingFileError, match="codec.musicvae=nowhere/vae.pt: no such MusicVAE in"):
         restore(ckpt, shipped)
+
+
+# The codecs' own rules (session 29's mutation audit).
+
+
+def test_image_codec_clamps_to_the_unit_interval_and_grids_in_a_square():
+    from ddpm.codecs.images import ImageCodec
+
+    x = torch.tensor([-3.0, -1.0, 0.0, 0.5, 1.0, 3.0]).reshape(1, 1, 2, 3)  # a sampler may overshoot [-1, 1]
+    assert ImageCodec((1, 2, 3)).decode(x).ravel().tolist() == [0.0, 0.0, 0.5, 0.75, 1.0, 1.0]
+    grid = ImageCodec((1, 8, 8)).grid(torch.zeros(4, 1, 8, 8))
+    assert tuple(grid.shape) == (3, 19, 19)  # 2 x 2 images of 8 + 1 pixel of padding, and 1 more
+
+
+def _space(dims=(0, 2), dim=5, frames=3):
+    from ddpm.latent_space import LatentSpace
+
+    return LatentSpace(dim=dim, seq_len=frames, dims=list(dims), data_min=-2.0, data_max=2.0)
+
+
+def test_latent_codec_refills_dropped_dims_from_the_seed_it_is_given():
+    from ddpm.codecs.latents import LatentCodec
+
+    codec = LatentCodec(seed=7)
+    codec.space = _space()
+    x = torch.zeros(2, 3, 2)
+    dropped = [1, 3, 4]
+    seven, one, two = codec.decode(x), codec.decode(x, seed=1), codec.decode(x, seed=2)
+    assert np.array_equal(seven, codec.decode(x, seed=7))  # no seed: the codec's own
+    assert np.array_equal(one, codec.decode(x, seed=1))
+    assert not np.allclose(one[..., dropped], two[..., dropped]) and not np.allclose(
+        one[..., dropped], seven[..., dropped]
+    )
+    assert np.array_equal(one[..., [0, 2]], two[..., [0, 2]]) and np.all(one[..., [0, 2]] == 0.0)  # kept: unscaled
+
+
+def test_latent_codec_fits_its_period_prior_on_the_train_split(tmp_path):
+    """Every train sequence loops every 2 frames, no eval sequence loops: the prior is all on period 2."""
+    from ddpm.codecs.latents import LatentCodec
+    from ddpm.data.mvae import LatentDataModule
+    from ddpm.io.tfrecords import write_latents
+
+    rng = np.random.default_rng(0)
+    looped = np.tile(rng.normal(size=(6, 2, 4)), (1, 3, 1)).astype(np.float32)  # frames 0 1 0 1 0 1
+    write_latents(tmp_path / "train-0.tfrecord", looped)
+    write_latents(tmp_path / "eval-0.tfrecord", rng.normal(size=(3, 6, 4)).astype(np.float32))
+    codec = LatentCodec()
+    codec.fit(LatentDataModule(str(tmp_path), input_shape=(6, 4)))
+    assert codec.periods.probs.tolist() == [0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+
+
+def _fake_decoder(latents, *_, **__):
+    """A stand-in MusicVAE decoder: a pitch per window from the latents' sum, at each window's first step."""
+    n, frames, _ = latents.shape
+    events = np.zeros((n, frames, 32), dtype=np.int64)
+    events[..., 0] = np.round(np.abs(latents).sum(-1) * 1000).astype(np.int64) % 80 + 2
+    return events.reshape(n, frames * 32)
+
+
+@pytest.fixture
+def melody_codec(monkeypatch, tmp_path):
+    import ddpm.codecs.melodies as melodies
+    import ddpm.music.vae_io as vae_io
+    from ddpm.codecs.melodies import MelodyCodec
+
+    monkeypatch.setattr(vae_io, "decode_latents", lambda model, latents, *a, **k: _fake_decoder(latents))
+    written, real = [], melodies.write_midi
+    monkeypatch.setattr(
+        melodies, "write_midi", lambda events, path, qpm: written.append(events) or real(events, path, qpm=qpm)
+    )
+    codec = MelodyCodec(str(tmp_path / "unused.pt"), render_n=0)
+    codec._musicvae = object()  # never loaded: the decoder is the stand-in
+    codec.space = _space()
+    return codec, written
+
+
+def test_melody_codec_writes_the_latents_it_is_given(melody_codec, tmp_path):
+    """Infilling writes the kept frames' original latents: their MIDI is decoded from them, not from ``x``."""
+    codec, written = melody_codec
+    x = torch.zeros(2, 3, 2)
+    latents = np.random.default_rng(1).normal(size=(2, 3, 5)).astype(np.float32)
+    files = codec.write(x, tmp_path, "g", seed=3, latents=latents)
+    assert np.array_equal(np.load(files["npz"])["samples"], latents)
+    assert len(written) == 2 and np.array_equal(np.stack(written), _fake_decoder(latents))
+    written.clear()
+    codec.write(x, tmp_path, "h", seed=3)
+    assert np.array_equal(np.stack(written), _fake_decoder(codec.decode(x, 3)))
+
+
+def test_melody_codec_decodes_again_for_another_seed(melody_codec):
+    codec, _ = melody_codec
+    x = torch.zeros(2, 3, 2)
+    one, two = codec.melodies(x, 1), codec.melodies(x, 2)
+    assert np.array_equal(one, _fake_decoder(codec.decode(x, 1))) and np.array_equal(
+        two, _fake_decoder(codec.decode(x, 2))
+    )
+    assert not np.array_equal(one, two)
+    assert codec.melodies(x, 2) is two  # the same samples and seed: decoded once

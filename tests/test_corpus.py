@@ -13,6 +13,7 @@ from ddpm.music.corpus import _parse_file, corpus_root, load_melodies, split_by_
 from ddpm.music.events import MIN_PITCH, NOTE_OFF, NUM_CLASSES, WINDOW_STEPS, events_to_notes, write_midi
 from ddpm.music.midi_corpus import midi_tunes
 from ddpm.music.tunes import Tune
+from tests.helpers import SCALE, write_tracks
 
 
 @pytest.fixture(scope="module")
@@ -373,3 +374,77 @@ def test_longest_takes_the_track_with_most_notes_among_those_that_are_melodies(t
     assert [t.source.rsplit("#", 1)[1] for t in tunes] == ["1"] and skipped == {}
     _band(tmp_path / "song.mid", [(33, False, ostinato)])  # no melody at all: the reason is counted
     assert midi_tunes(tmp_path, tracks="longest") == ([], {"fewer than 5 pitches": 1})
+
+
+# The fast ABC reader: each rule against music21's own parse, and against its events (pinned by
+# session 29's mutation audit, as the sections below are).
+
+HEAD = "X:1\nT:t\nM:2/4\nL:1/8\n"
+ABC_CASES = {
+    # A note tied across the line of an overfull bar (re-barred at 2/4) and on into the next note: one E.
+    "tie across a re-barred line": ("K:C\nC2 E4- E2|E2 F2|G2 A2|]", {0: 60, 4: 64, 16: 64, 20: 65, 24: 67, 28: 69}),
+    # A grace note between two tied notes does not break the tie chain: one C of three quarters.
+    "tie over a grace note": ("K:C\nC2- {D}C2- C2 D2|]", {0: 60, 12: 62}),
+    # A tie into another pitch (after a grace note) ties nothing: E is struck.
+    "tie into another pitch": ("K:C\nC2- {D}E2 F2 G2|]", {0: 60, 4: 64, 8: 65, 12: 67}),
+    # A dangling tie before two equal chords: the second chord is struck, not merged into the C.
+    "dangling tie before chords": (
+        "K:C\nC- [CE] [CE] D|E F G A|]",
+        {0: 60, 2: 64, 4: 64, 6: 62, 8: 64, 10: 65, 12: 67, 14: 69},
+    ),
+    # Chords in a triplet last a third of a quarter each (the top note sounds).
+    "triplet of chords": ("K:C\n(3[CE][DF][EG] c2|d4|]", {0: 64, 1: 65, 3: 67, 4: 72, 8: 74}),
+    # music21 reads a bass clef as two octaves down, in a tune without bar lines ...
+    "bass clef, no bars": ("K:C bass\nC2 D2 E2 F2 G2 A2", {0: 36, 4: 38, 8: 40, 12: 41, 16: 43, 20: 45}),
+    # ... and as nothing where later bars do not repeat it (the last bar's clef wins).
+    "bass clef in the header only": ("K:C bass\nC2 D2|E2 F2|G2 A2|]", {0: 60, 4: 62, 8: 64, 12: 65, 16: 67, 20: 69}),
+    # A chord symbol starting with '>' (a fingering diagram) drops its note; the next takes its place.
+    "fingering diagram": ('K:C\nC2 D2|">x"E2 F2|G2 A2|]', {0: 60, 4: 62, 8: 65, 12: 67, 16: 69}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ABC_CASES))
+def test_abc_reader_rules_match_music21_and_their_events(name):
+    from music21 import abcFormat, converter
+
+    body, onsets = ABC_CASES[name]
+    text = HEAD + body + "\n"
+    handler = abcFormat.ABCHandler()
+    handler.process(text)
+    fast, label, reason = corpus.abc_to_tune(handler, "x", "all")
+    slow, *_ = corpus.score_to_tune(converter.parse(text, format="abc"), "x", "all")
+    expected = np.zeros(32, dtype=int)
+    for step, pitch in onsets.items():
+        expected[step] = pitch - MIN_PITCH + 2
+    assert (label, reason) == ("2/4", "ok")
+    assert fast.events.tolist() == slow.events.tolist()
+    assert fast.events.tolist() == expected.tolist()
+
+
+# A folder of the user's MIDI files.
+
+
+def test_longest_counts_notes_not_note_offs(tmp_path):
+    """tracks=longest keeps the melody with the most notes: 8 legato notes beat 6 detached ones, whose
+    6 note-offs are no notes."""
+    from ddpm.music.midi_corpus import midi_tunes
+
+    detached = [(p, 4 * i, 4 * i + 1) for i, p in enumerate(SCALE[:6])]  # 6 notes, each followed by silence
+    legato = [(p, 2 * i, 2 * i + 2) for i, p in enumerate(SCALE)]  # 8 notes, no gaps
+    write_tracks(tmp_path / "duo.mid", [detached, legato])
+    tunes, skipped = midi_tunes(tmp_path, tracks="longest")
+    assert skipped == {} and [t.source.rsplit("#", 1)[1] for t in tunes] == ["1"]
+
+
+def test_midi_folders_are_read_with_their_subfolders_and_the_digest_reads_the_bytes(tmp_path):
+    from ddpm.music.midi_corpus import midi_digest, midi_files, midi_tunes
+
+    write_tracks(tmp_path / "a.mid", [[(p, 2 * i, 2 * i + 2) for i, p in enumerate(SCALE)]])
+    write_tracks(tmp_path / "more" / "b.mid", [[(p, 2 * i, 2 * i + 2) for i, p in enumerate(SCALE[::-1])]])
+    assert [p.relative_to(tmp_path).as_posix() for p in midi_files(tmp_path)] == ["a.mid", "more/b.mid"]
+    assert sorted(t.title for t in midi_tunes(tmp_path)[0]) == ["a", "b"]
+    before = midi_digest(tmp_path)
+    blob = bytearray((tmp_path / "more" / "b.mid").read_bytes())
+    blob[blob.index(bytes([0x90, 72]), 0) + 1] = 73  # the first note C5 -> C#5: same size, other bytes
+    (tmp_path / "more" / "b.mid").write_bytes(bytes(blob))
+    assert midi_digest(tmp_path) != before  # a changed file is extracted again

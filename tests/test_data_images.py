@@ -62,3 +62,20 @@ def test_digits_split_range_and_write_samples(tmp_path):
     files = codec.write(x, tmp_path, "s")
     saved = np.load(files["npz"])["samples"]
     assert np.allclose(saved, (x.numpy() + 1) / 2) and files["png"].stat().st_size > 0
+
+
+def test_digits_split_follows_its_seed_and_fraction_and_keeps_the_label_shares():
+    from ddpm.data.images import DigitsDataModule, load_digits_split
+
+    _, val0, train_y, y0 = load_digits_split(0.2, seed=0)
+    _, val0b, _, _ = load_digits_split(0.2, seed=0)
+    _, val1, _, _ = load_digits_split(0.2, seed=1)
+    assert np.array_equal(val0, val0b) and not np.array_equal(val0, val1)
+    total = np.bincount(train_y) + np.bincount(y0)
+    assert np.abs(np.bincount(y0) - 0.2 * total).max() < 1  # stratified: 20% of each digit, to the digit
+    dm = DigitsDataModule(val_fraction=0.5, seed=3)
+    dm.setup("fit")
+    assert (len(dm.train_set), len(dm.val_set)) == (898, 899)
+    torch.manual_seed(0)
+    batch = next(iter(dm.train_dataloader()))
+    assert not torch.equal(batch, dm.train_set.tensors[0][:128])  # shuffled

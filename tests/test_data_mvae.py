@@ -238,3 +238,54 @@ def test_write_samples_npz_and_mittal_pickle(tmp_path):
     assert samples.shape == (2, 8, 16) and np.array_equal(pickled, samples)
     assert np.allclose(samples[..., [0, 5]], 1.0)  # model 0 -> midpoint of [-3, 5]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["generated.npz", "generated.pkl"]  # no temporaries
+
+
+# Session 29's mutation audit.
+
+
+def test_unrepeated_sampler_length_is_what_it_yields():
+    """DataLoader and Lightning size the eval epoch by ``len(sampler)``: it must count rank r's own indices."""
+    from ddpm.data.mvae import UnrepeatedSampler
+
+    data = list(range(11))
+    samplers = [UnrepeatedSampler(data, 3, r) for r in range(3)]
+    assert [list(s) for s in samplers] == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8]]
+    assert [len(s) for s in samplers] == [4, 4, 3]
+
+
+def _shards(root, train, evals=None):
+    from ddpm.io.tfrecords import write_latents
+
+    write_latents(root / "train-0.tfrecord", np.asarray(train, np.float32))
+    write_latents(root / "eval-0.tfrecord", np.asarray(train if evals is None else evals, np.float32))
+
+
+def test_latent_data_refuses_repeated_dims_and_a_constant_train_split_and_takes_every_frame(tmp_path):
+    from ddpm.data.mvae import LatentDataModule
+    from ddpm.errors import ConfigError
+    from ddpm.io.tfrecords import RecordError
+
+    with pytest.raises(ConfigError, match=r"slice_dims: expected distinct indices in \[0, 4\), got 3 entries"):
+        LatentDataModule(str(tmp_path), input_shape=(6, 4), slice_dims=[1, 2, 1])
+    assert LatentDataModule(str(tmp_path), input_shape=(6, 4), seq_len=6).sample_shape == (6, 4)  # all frames
+    _shards(tmp_path, np.full((3, 6, 4), 0.5))
+    with pytest.raises(RecordError, match=r"is constant \(0.5\); cannot normalize"):
+        LatentDataModule(str(tmp_path), input_shape=(6, 4)).setup("fit")
+    plain = LatentDataModule(str(tmp_path), input_shape=(6, 4), normalize="none")
+    plain.setup("fit")  # nothing to divide by: accepted
+    assert plain.train_set.tensors[0].unique().tolist() == [0.5]
+
+
+def test_latent_train_loader_shuffles_and_the_limit_stops_at_the_first_shard(tmp_path):
+    from ddpm.data.mvae import LatentDataModule
+
+    train = np.arange(16, dtype=np.float32)[:, None, None] * np.ones((1, 2, 3), np.float32)  # record i: all i
+    _shards(tmp_path, train)
+    dm = LatentDataModule(str(tmp_path), input_shape=(2, 3), normalize="none", batch_size=16)
+    dm.setup("fit")
+    torch.manual_seed(0)
+    order = next(iter(dm.train_dataloader()))[:, 0, 0].tolist()
+    assert sorted(order) == list(range(16)) and order != list(range(16))
+    (tmp_path / "train-1.tfrecord").write_bytes(b"not read: past the limit")
+    limited = LatentDataModule(str(tmp_path), input_shape=(2, 3), normalize="none", limit=16)
+    assert np.array_equal(limited.read_split("train"), train)

@@ -170,3 +170,70 @@ def test_self_condition_reads_the_estimate_and_none_is_zeros():
     # The estimate's gradient reaches the input weights' second half.
     net(x, t, estimate).square().sum().backward()
     assert net.input.weight.grad[:, 6:].abs().sum() > 0
+
+
+# The blocks against their closed forms (session 29's mutation audit).
+
+
+def test_relative_attention_layer_is_torchs_layer_with_a_per_head_float_mask():
+    """``_pre_ln_layer`` rewrites the pre-LN encoder layer to add a bias per head: it must equal torch's own
+    layer given the same bias as a [B * heads, L, L] float mask (head h of example b at row b * heads + h)."""
+    from ddpm.denoisers.transformer import _pre_ln_layer
+
+    torch.manual_seed(0)
+    frames, heads = 6, 2
+    net = _relative_net(frames, heads)
+    torch.nn.init.normal_(net.relative_bias, std=2.0)
+    layer, bias = net.encoder.layers[0], net.relative_bias[0][:, net.offset_index]  # (heads, L, L)
+    h = torch.randn(3, frames, 8)
+    with torch.no_grad():
+        ours = _pre_ln_layer(layer, h, bias, heads)
+        torchs = layer(h, src_mask=bias.repeat(3, 1, 1))
+    assert torch.allclose(ours, torchs, atol=1e-5)
+    assert not torch.allclose(bias[0], bias[1])  # the heads' biases differ, so a shared mask would not pass
+
+
+def _relative_net(frames, heads):
+    from ddpm.denoisers import TransformerDDPM
+
+    return TransformerDDPM((frames, 3), 1, heads, 1, 16, 8, relative_attention=True)
+
+
+def test_dense_res_block_is_two_film_layers_and_a_skip():
+    """``x + linear2(silu(FiLM(LN2(linear1(silu(FiLM(LN1(x))))))))`` with FiLM(h) = h * (1 + scale) + shift."""
+    from torch.nn import functional as F
+
+    from ddpm.denoisers.embedding import DenseResBlock
+
+    torch.manual_seed(0)
+    block = DenseResBlock(6, 4)
+    x, emb = torch.randn(2, 3, 6), torch.randn(2, 4)
+    scale, shift = block.film.proj(emb)[:, None].chunk(2, dim=-1)
+    film = lambda h: h * (1 + scale) + shift  # noqa: E731
+    h = block.linear1(F.silu(film(F.layer_norm(x, (6,)))))
+    expected = x + block.linear2(F.silu(film(F.layer_norm(h, (6,)))))
+    with torch.no_grad():
+        assert torch.allclose(block(x, emb), expected, atol=1e-6)
+        torch.nn.init.zeros_(block.linear2.weight)
+        torch.nn.init.zeros_(block.linear2.bias)
+        assert torch.equal(block(x, emb), x)  # the skip: a zeroed last layer passes x through
+
+
+def test_linear_attention_is_a_residual_average_of_values():
+    """Softmax over pixels for the keys and over features for the queries: each pixel's output (before
+    ``to_out``) is ``scale`` times an average of the values, so pixels that all hold one value give
+    ``scale * v``; the block adds its input back (a zeroed ``to_out`` is the identity)."""
+    from ddpm.denoisers.unet import LinearAttention
+
+    torch.manual_seed(0)
+    attn = LinearAttention(16, heads=2, dim_head=4)
+    x = torch.randn(2, 16, 1, 1).expand(2, 16, 3, 5).contiguous()  # 15 pixels, each the same
+    seen = []
+    attn.to_out.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    with torch.no_grad():
+        out = attn(x)
+        v = attn.to_qkv(attn.norm(x)).reshape(2, 3, 8, 3, 5)[:, 2]  # (B, heads * dim_head, H, W)
+        assert torch.allclose(seen[0], attn.scale * v, atol=1e-6)
+        torch.nn.init.zeros_(attn.to_out.weight)
+        torch.nn.init.zeros_(attn.to_out.bias)
+        assert torch.equal(attn(x), x) and not torch.equal(out, x)

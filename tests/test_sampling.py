@@ -1,0 +1,123 @@
+"""sample.py's inputs, seeds and outputs (ddpm/sampling.py), on an untrained latent checkpoint built by hand
+(pinned by session 29's mutation audit; the trained chain end to end: tests/test_codecs.py)."""
+
+import numpy as np
+import pytest
+import torch
+
+from ddpm.music.events import MIN_PITCH
+from tests.helpers import SCALE, write_tracks
+
+
+@pytest.fixture(scope="module")
+def latent_ckpt(tmp_path_factory):
+    """(checkpoint path, eval split) of an untrained tiny TransformerDDPM on [8, 6] latents, 3 dims kept."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from ddpm.io.tfrecords import write_latents
+    from ddpm.training import build_model
+    from tests.helpers import TINY_TRANSFORMER, compose_train
+
+    root = tmp_path_factory.mktemp("latent_ckpt")
+    rng = np.random.default_rng(0)
+    evals = rng.normal(size=(4, 8, 6)).astype(np.float32)
+    write_latents(root / "train-0.tfrecord", rng.normal(size=(12, 8, 6)).astype(np.float32))
+    write_latents(root / "eval-0.tfrecord", evals)
+    overrides = ["data=mvae", "model=transformer", f"data.dir={root}", "data.input_shape=[8,6]"]
+    overrides += ["data.slice_dims=[0,2,4]", "diffusion.betas.timesteps=10", *TINY_TRANSFORMER]
+    cfg = compose_train(overrides, root / "run")
+    codec = instantiate(cfg.codec)
+    codec.fit(instantiate(cfg.data))
+    module = build_model(cfg, codec)
+    ckpt = {"epoch": 0, "global_step": 0, "state_dict": module.state_dict(), "codec": codec.state_dict()}
+    ckpt |= {"run_config": OmegaConf.to_container(cfg, resolve=True), "spread": 1.7}
+    (root / "run").mkdir()
+    torch.save(ckpt, root / "run" / "last.ckpt")
+    return root / "run" / "last.ckpt", evals
+
+
+def _sample(ckpt, *overrides):
+    from hydra import compose, initialize_config_dir
+
+    from ddpm.sampling import sample
+    from tests.helpers import CONF
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose("sample", overrides=[f"ckpt={ckpt}", "n=2", "sampler=ddim", "sampler.steps=3", *overrides])
+    files = sample(cfg)
+    return np.load(files["npz"])["samples"], files
+
+
+KEPT, DROPPED = [0, 2, 4], [1, 3, 5]
+
+
+def test_sample_py_seeds_its_draws_and_names_its_default_folder_by_them(latent_ckpt):
+    import json
+
+    ckpt, _ = latent_ckpt
+    a, files = _sample(ckpt, "seed=3")
+    assert files["npz"].parent == ckpt.parent / "samples" / "last_seed3"
+    again, files2 = _sample(ckpt, "seed=3")
+    assert files2["npz"].parent.name == "last_seed3-2" and np.array_equal(again, a)  # a new folder, the same draws
+    b, _ = _sample(ckpt, f"out_dir={ckpt.parent / 'four'}", "seed=4")
+    assert not np.allclose(a[..., KEPT], b[..., KEPT], atol=1e-3)  # the noise follows the seed, not only the refill
+    assert json.loads(files["record"].read_text())["spread"] == 1.7
+
+
+def test_infilling_keeps_the_first_eval_sequences_and_refills_from_the_seed(latent_ckpt):
+    import json
+
+    ckpt, evals = latent_ckpt
+    runs = {}
+    for seed in (3, 4):
+        out = ckpt.parent / f"infill{seed}"
+        runs[seed], files = _sample(ckpt, "infill=[2,5]", f"seed={seed}", f"out_dir={out}")
+        original = np.load(files["original_npz"])["samples"]
+        assert np.array_equal(original, evals[:2])  # the first n eval sequences, every dim
+        assert np.allclose(runs[seed][:, [0, 1, 5, 6, 7]], evals[:2, [0, 1, 5, 6, 7]])
+        assert json.loads(files["record"].read_text())["spread"] == 1.0  # infilling is not widened
+    regenerated = [runs[s][:, 2:5][..., DROPPED] for s in (3, 4)]
+    assert not np.allclose(*regenerated, atol=1e-3)  # dropped dims of regenerated frames: drawn with the seed
+
+
+def test_sample_args_and_infill_ranges_are_checked():
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from ddpm.errors import ConfigError
+    from ddpm.sampling import check_sample_args, infill_inputs
+
+    base = {"n": 2, "batch_size": 2, "seed": 0, "device": "cpu"}
+    check_sample_args(OmegaConf.create({**base, "infill": [0, 2]}))
+    with pytest.raises(ConfigError, match=r"infill=\[1, 2, 3\]: expected \[start,end\]"):
+        check_sample_args(OmegaConf.create({**base, "infill": [1, 2, 3]}))
+    codec = SimpleNamespace(sample_shape=(4, 3))
+    with pytest.raises(ConfigError, match=r"infill=\[2,2\]: expected 0 <= start < end <= 4"):
+        infill_inputs(codec, [2, 2], 1, run_config={})  # an empty range regenerates nothing
+
+
+def test_loops_are_drawn_from_their_own_stream_of_the_seed():
+    """The period draw has a seed of its own (``step_seed(seed, 1)``): not the noise generator's stream."""
+    from types import SimpleNamespace
+
+    from ddpm.module import step_seed
+    from ddpm.periods import PeriodPrior
+    from ddpm.sampling import draw_loops
+
+    prior = PeriodPrior([0.25, 0.25, 0.25, 0.25])
+    periods, index = draw_loops(SimpleNamespace(periods=prior), 16, seed=5)
+    assert torch.equal(periods, prior.draw(16, torch.Generator().manual_seed(step_seed(5, 1))))
+    assert not torch.equal(periods, prior.draw(16, torch.Generator().manual_seed(5)))
+    assert index.shape == (16, 4)
+
+
+def test_an_infill_melody_starts_at_the_bar_of_its_first_note(tmp_path):
+    from ddpm.sampling import midi_melody
+
+    notes = [(p, 36 + 4 * i, 36 + 4 * i + 4) for i, p in enumerate(SCALE)]  # from bar 3, step 4 of it
+    write_tracks(tmp_path / "late.mid", [notes])
+    events = midi_melody(tmp_path / "late.mid", 64)
+    assert np.flatnonzero(events >= 2)[:3].tolist() == [4, 8, 12]  # two bars of silence cut, not the third's start
+    assert events[4] == 60 - MIN_PITCH + 2
