@@ -1,13 +1,16 @@
 """The melody chain on a tiny corpus of MIDI files: MusicVAE -> TFRecords -> diffusion -> MIDI/WAV/PNG."""
 
+import io
 import pickle
 
 import numpy as np
 import pytest
+import torch
 from hydra.utils import instantiate
 from scipy.io import wavfile
 
 from ddpm.data.mvae import LatentDataModule
+from ddpm.errors import UserError
 from ddpm.music.events import WINDOW_STEPS, events_to_notes, read_midi, write_midi
 from ddpm.music.prepare import tune_sequences
 from ddpm.music.render import render_audio
@@ -106,3 +109,65 @@ def test_melody_config_composes(tmp_path):
     dm = instantiate(cfg.data)
     with pytest.raises(FileNotFoundError, match="active_dims.pkl"):
         _ = dm.sample_shape  # known only once the prepare stage has written the active dimensions
+
+
+# Export and audio rules, pinned by session 29's mutation audit.
+# ----- export -----
+
+
+def test_sampling_weights_are_the_ema_when_there_is_one_else_the_denoiser():
+    from ddpm.export import sampling_state_dict
+
+    raw, ema, other = torch.ones(2), torch.full((2,), 3.0), torch.zeros(1)
+    with_ema = sampling_state_dict({"denoiser.w": raw, "ema.w": ema, "diffusion.betas": other})
+    assert sorted(with_ema) == ["denoiser.w", "diffusion.betas"] and torch.equal(with_ema["denoiser.w"], ema)
+    without = sampling_state_dict({"denoiser.w": raw, "diffusion.betas": other})
+    assert sorted(without) == ["denoiser.w", "diffusion.betas"] and torch.equal(without["denoiser.w"], raw)
+
+
+def test_export_stores_the_musicvae_path_it_is_given_and_checks_it(melody_run, tmp_path):
+    from ddpm.export import export_checkpoint
+
+    root, run = melody_run
+    vae = tmp_path / "shipped" / "musicvae.pt"
+    vae.parent.mkdir()
+    vae.write_bytes((root / "vae.pt").read_bytes())
+    export_checkpoint(run / "last.ckpt", tmp_path / "melody.ckpt", musicvae=vae)
+    exported = torch.load(tmp_path / "melody.ckpt", weights_only=True)
+    assert exported["run_config"]["codec"]["musicvae"] == str(vae)
+    assert sorted(exported["codec"]) == sorted(torch.load(run / "last.ckpt", weights_only=False)["codec"])
+    with pytest.raises(UserError, match=r"^--musicvae .*missing\.pt: no such file"):
+        export_checkpoint(run / "last.ckpt", tmp_path / "other.ckpt", musicvae=tmp_path / "missing.pt")
+    assert not (tmp_path / "other.ckpt").exists()
+
+
+# ----- audio -----
+
+
+def test_finish_mixes_down_trims_pads_and_fades_the_last_50_ms(tmp_path):
+    from ddpm.music.render import _finish
+
+    rate, path = 1000, tmp_path / "a.wav"
+    stereo = np.stack([np.full(3000, 1000, np.int16), np.full(3000, 3000, np.int16)], axis=1)
+    wavfile.write(path, rate, stereo)
+    _finish(path, 2.0)
+    got_rate, audio = wavfile.read(path)
+    assert got_rate == rate and audio.shape == (2000,) and audio.dtype == np.int16
+    assert (audio[:1950] == 2000).all()  # the mean of the two channels, untouched before the fade
+    np.testing.assert_array_equal(audio[1950:], (2000 * np.linspace(1, 0, 50)).astype(np.int16))
+    wavfile.write(path, rate, np.full(500, 100, np.int16))
+    _finish(path, 1.0)
+    audio = wavfile.read(path)[1]
+    assert len(audio) == 1000 and (audio[:500] == 100).all() and not audio[500:].any()  # padded with silence
+
+
+def test_the_sine_fallback_is_normalised_to_80_percent_of_full_scale(tmp_path, monkeypatch):
+    import ddpm.music.render as render
+
+    monkeypatch.setattr(render, "find_soundfont", lambda: None)
+    events = np.zeros(32, dtype=int)
+    events[[0, 8]] = [41, 45]
+    midi = write_midi(events, tmp_path / "m.mid")
+    render.render_audio(midi, tmp_path / "m.wav", sample_rate=8000)
+    audio = wavfile.read(io.BytesIO((tmp_path / "m.wav").read_bytes()))[1]
+    assert np.abs(audio.astype(np.int64)).max() == int(0.8 * 32767)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from ddpm.music.events import WINDOW_STEPS, read_midi, write_midi
 from ddpm.schedules import linear_betas
 from ddpm.studio.interpolation import ddim_invert, ddim_sample, lerp, slerp
 from ddpm.studio.melodies import bars_to_frames, fit_length, read_upload, splice
+from tests.helpers import CONF
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 4 * WINDOW_STEPS  # the tiny melody model (tests/helpers.py): 4 frames = 8 bars
@@ -512,3 +514,290 @@ def test_export_of_a_main_job_sized_model_fits_20_mb(tmp_path):
     torch.save(ckpt, tmp_path / "last.ckpt")
     summary = export_checkpoint(tmp_path / "last.ckpt", tmp_path / "melody.ckpt")
     assert summary["size_bytes"] <= 20 * 1024 * 1024 and summary["parameters"] > 3e6
+
+
+# Pinned by session 29's mutation audit of the studio.
+
+
+def no_progress(fraction: float, stage: str) -> None:
+    pass
+
+
+# ----- interpolation math, in closed form -----
+
+
+def test_ddim_timesteps_run_evenly_from_0_to_t_minus_1():
+    from ddpm.studio.interpolation import ddim_timesteps
+
+    assert ddim_timesteps(1000, 5) == [0, 250, 500, 749, 999]
+    assert ddim_timesteps(10, 2) == [0, 9] and ddim_timesteps(10, 1) == [0]
+    assert ddim_timesteps(10, 10) == ddim_timesteps(10, 50) == list(range(10))
+
+
+def three_step_diffusion(**kwargs):
+    """T = 3 with alpha_bar = 0.9, 0.72, 0.504, and a denoiser whose eps is ``eps[t]`` everywhere."""
+    from ddpm.diffusion import GaussianDiffusion
+
+    return GaussianDiffusion(torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64), time_condition="step", **kwargs)
+
+
+def constant_eps(*values: float):
+    return lambda x, cond: torch.full_like(x, 1.0) * torch.tensor(values, dtype=x.dtype)[cond.long()][:, None]
+
+
+def test_one_ddim_step_there_and_back_is_eq_12_down_to_x_0():
+    from ddpm.studio.interpolation import ddim_invert, ddim_sample
+
+    diffusion, denoiser = three_step_diffusion(), constant_eps(0.5, 0.0, 0.0)
+    x0 = torch.tensor([[0.2, -0.4]], dtype=torch.float64)
+    noise = ddim_invert(diffusion, denoiser, x0, 1)  # x_0 -> step 0 (the only one)
+    torch.testing.assert_close(noise, 0.9**0.5 * x0 + 0.1**0.5 * 0.5)
+    x = torch.tensor([[1.0, -1.0]], dtype=torch.float64)
+    torch.testing.assert_close(ddim_sample(diffusion, denoiser, x, 1), (x - 0.1**0.5 * 0.5) / 0.9**0.5)  # to x_0
+    torch.testing.assert_close(ddim_sample(diffusion, denoiser, noise, 1), x0)
+
+
+def test_a_clipped_x_0_keeps_eps_consistent_from_step_0_on():
+    """Inverting x_0 = 0.5 to steps 0 and 2 (eps 0, then -2): at step 0 -> 2 the predicted x_0 is
+    (0.5 sqrt(.9) + 2 sqrt(.1)) / sqrt(.9) > 1, clipped to 1, so eps becomes (0.5 - 1) sqrt(.9) / sqrt(.1) = -1.5."""
+    from ddpm.studio.interpolation import ddim_invert
+
+    diffusion = three_step_diffusion(clip_x_start=True, clip_value=1.0)
+    noise = ddim_invert(diffusion, constant_eps(0.0, 0.0, -2.0), torch.full((1, 1), 0.5, dtype=torch.float64), 2)
+    torch.testing.assert_close(noise, torch.full((1, 1), 0.504**0.5 - 1.5 * 0.496**0.5, dtype=torch.float64))
+
+
+def test_slerp_stays_on_the_sphere_for_nearly_parallel_ends():
+    from ddpm.studio.interpolation import slerp
+
+    a, b = torch.tensor([1.0, 0.0], dtype=torch.float64), torch.tensor([np.cos(0.05), np.sin(0.05)])
+    mid = slerp(a, b, torch.tensor([0.5]))[0]
+    torch.testing.assert_close(mid, torch.tensor([np.cos(0.025), np.sin(0.025)]), rtol=0, atol=1e-9)
+
+
+# ----- the engine, on the tiny melody model -----
+
+
+def decoded_input(studio, monkeypatch) -> list[torch.Tensor]:
+    """Make ``studio.codec.melodies`` record the model-space tensor it is asked to decode."""
+    seen = []
+    decode = studio.codec.melodies
+
+    def melodies(x, seed=None):
+        seen.append(x.detach().clone())
+        return decode(x, seed)
+
+    monkeypatch.setattr(studio.codec, "melodies", melodies)
+    return seen
+
+
+def test_latent_interpolation_runs_from_a_to_b_evenly_with_the_ends_excluded(studio, monkeypatch):
+    seen = decoded_input(studio, monkeypatch)
+    a, b = melody_events(4, 1), melody_events(4, 2)
+    out = studio.interpolate(a, b, 3, "latent", 0, 5, 0.0, no_progress)
+    assert out.shape == (3, STEPS)
+    ends = studio.codec.encode(np.stack([a, b]))
+    expected = torch.stack([ends[0] + w * (ends[1] - ends[0]) for w in (0.25, 0.5, 0.75)])
+    torch.testing.assert_close(seen[0], expected.to(seen[0].dtype), rtol=1e-5, atol=1e-5)
+
+
+def test_noise_interpolation_slerps_from_a_s_noise_to_b_s_and_counts_both_ddim_passes(studio, monkeypatch):
+    import ddpm.studio.engine as engine
+    from ddpm.studio.interpolation import slerp
+
+    seen = decoded_input(studio, monkeypatch)
+    a, b = melody_events(4, 1), melody_events(4, 2)
+    ends = studio.codec.encode(np.stack([a, b]))
+    # a stand-in DDIM (x_0 is its own noise) isolates the wiring: invert both ends, slerp a -> b, denoise
+    monkeypatch.setattr(engine, "ddim_invert", lambda diffusion, denoiser, x, steps: x * 2)
+    monkeypatch.setattr(engine, "ddim_sample", lambda diffusion, denoiser, x, steps: x / 2)
+    studio.interpolate(a, b, 2, "noise", 0, 5, 0.0, no_progress)
+    expected = slerp(ends[0] * 2, ends[1] * 2, torch.tensor([1 / 3, 2 / 3], dtype=torch.float64)) / 2
+    torch.testing.assert_close(seen[0], expected.to(seen[0].dtype), rtol=1e-5, atol=1e-5)
+    monkeypatch.undo()
+    stages = []
+    studio.interpolate(a, b, 1, "noise", 0, 5, 0.0, lambda fraction, stage: stages.append((fraction, stage)))
+    steps = [(f, s) for f, s in stages if "step" in s]
+    assert [s for _, s in steps] == [f"DDIM: step {i} of 10" for i in range(1, 11)]  # 5 to invert, 5 back
+    assert steps[4][0] == pytest.approx(0.05 + 0.85 * 0.5) and steps[-1][0] == pytest.approx(0.9)
+
+
+def test_infill_keeps_every_frame_but_the_asked_ones_and_conditions_on_the_source(studio, monkeypatch):
+    seen = {}
+    sample = studio.module.sample
+
+    def recording(n, generator, **kwargs):
+        seen.update(kwargs, n=n)
+        return sample(n, generator, **kwargs)
+
+    monkeypatch.setattr(studio.module, "sample", recording)
+    source = melody_events(4, 3)
+    out = studio.infill(source, (1, 3), 2, 0, "ddim", 3, 0.0, no_progress)
+    assert out.shape == (2, STEPS) and seen["n"] == 2
+    mask, known = seen["mask"], seen["known"]
+    assert mask.shape == known.shape == (2, 4, known.shape[-1])
+    assert mask[:, :, 0].tolist() == [[1, 0, 0, 1]] * 2  # 1: keep, 0: regenerate (frames 1 and 2)
+    torch.testing.assert_close(known, studio.codec.encode(source[None]).repeat(2, 1, 1))
+
+
+def test_generate_draws_what_sample_py_draws_with_the_same_seed(studio, melody_run, monkeypatch, tmp_path):
+    """The same noise and the same loops (README: the studio draws loops as sample.py does)."""
+    from hydra import compose, initialize_config_dir
+
+    from ddpm.sampling import sample
+
+    _, run = melody_run
+    seen = decoded_input(studio, monkeypatch)
+    studio.generate(2, 7, "ddim", 4, 0.0, no_progress)
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose(
+            "sample",
+            overrides=[f"ckpt={run / 'last.ckpt'}", "n=2", "seed=7", "sampler=ddim", "sampler.steps=4"]
+            + ["render_n=0", f"out_dir={tmp_path / 'cli'}"],
+        )
+    files = sample(cfg)
+    np.testing.assert_array_equal(studio.codec.decode(seen[0], 7), np.load(files["npz"])["samples"])
+
+
+def test_requests_leave_the_models_temperature_and_hooks_as_they_were(studio):
+    saved, hooks = studio.codec.temperature, dict(studio.module.sampling_denoiser._forward_hooks)
+    studio.generate(1, 0, "ddim", 2, 1.5, no_progress)
+    studio.interpolate(melody_events(4, 1), melody_events(4, 2), 1, "noise", 0, 2, 1.0, no_progress)
+    assert studio.codec.temperature == saved and studio.info()["temperature"] == saved
+    assert dict(studio.module.sampling_denoiser._forward_hooks) == hooks  # no progress hook left behind
+    with pytest.raises(UserError, match=r"^temperature=2\.5: expected 0 \(greedy\) to 2$"):
+        studio.generate(1, 0, "ddim", 2, 2.5, no_progress)
+    assert studio.codec.temperature == saved
+
+
+def test_sampler_steps_run_from_1_to_t(studio):
+    t = studio.num_timesteps
+    assert studio.build_sampler("ddim", t).steps == t and studio.build_sampler("ddim", 1).steps == 1
+    for bad in (0, t + 1):
+        with pytest.raises(UserError, match=f"^steps={bad}: expected 1 to {t}"):
+            studio.build_sampler("ddim", bad)
+
+
+# ----- the service and the app, on a stand-in model -----
+
+
+class FakeStudio:
+    """What ``StudioService`` uses of a ``Studio``: 4 frames (8 bars), T = 10; records its requests."""
+
+    frames, steps, num_timesteps, default_sampler = 4, STEPS, 10, "ddim"
+
+    def __init__(self):
+        self.codec = SimpleNamespace(qpm=120.0, seconds=0.5, temperature=0.0)
+        self.calls = []
+
+    def info(self) -> dict:
+        return {"frames": self.frames}
+
+    def build_sampler(self, name, steps=None):
+        if steps is not None and not 1 <= steps <= self.num_timesteps:
+            raise UserError(f"steps={steps}: expected 1 to {self.num_timesteps}")
+
+    def interpolate(self, a, b, n, mode, seed, steps, temperature, progress):
+        self.calls.append(("interpolate", mode, steps))
+        return np.stack([melody_events(4, 10 + i) for i in range(n)])
+
+    def generate(self, n, seed, sampler, steps, temperature, progress):
+        self.calls.append(("generate", sampler, steps))
+        return np.stack([melody_events(4, 20 + i) for i in range(n)])
+
+
+def wait_job(jobs, job_id: str):
+    for _ in range(400):
+        job = jobs.get(job_id)
+        if job is None or job.state in ("done", "error"):
+            return job
+        time.sleep(0.01)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+def test_the_service_remembers_the_newest_keep_melodies(tmp_path):
+    from ddpm.studio.service import StudioService
+
+    service = StudioService(FakeStudio(), tmp_path / "out", 16 * 1024, keep=2)
+    ids = [service.add_upload(f"m{i}.mid", midi_bytes(melody_events(4, i), tmp_path))["id"] for i in range(3)]
+    with pytest.raises(UserError, match="no such melody"):
+        service.source(ids[0])
+    assert [service.source(i).title for i in ids[1:]] == ["m1.mid", "m2.mid"]
+
+
+def test_interpolation_steps_default_to_50_capped_at_t_and_t_itself_is_allowed(tmp_path):
+    from ddpm.studio.service import InterpolateRequest, StudioService
+
+    fake = FakeStudio()
+    service = StudioService(fake, tmp_path / "out", 16 * 1024)
+    a, b = (service.add_upload(f"{x}.mid", midi_bytes(melody_events(4, i), tmp_path))["id"] for i, x in enumerate("ab"))
+    for steps in (None, 10):
+        job = service.interpolate(InterpolateRequest(a=a, b=b, n=1, steps=steps))
+        assert wait_job(service.jobs, job.id).state == "done", job.error
+    assert fake.calls == [("interpolate", "latent", 10)] * 2
+    with pytest.raises(UserError, match="^steps=11: expected 1 to 10"):
+        service.interpolate(InterpolateRequest(a=a, b=b, n=1, steps=11))
+
+
+def test_job_progress_never_goes_back_and_stops_at_1():
+    from ddpm.studio.jobs import Job
+
+    job = Job(id="x", kind="generate")
+    job.update(0.5, "half")
+    job.update(0.2, "encoding the next row")
+    assert (job.progress, job.stage) == (0.5, "encoding the next row")
+    job.update(1.7, "done")
+    assert job.progress == 1.0
+
+
+def test_the_job_queue_keeps_the_newest_jobs_and_says_what_went_wrong():
+    from ddpm.studio.jobs import JobQueue
+
+    jobs = JobQueue(keep=2)
+
+    def user_error(job):
+        raise UserError("eval tune 9: expected 0 to 3")
+
+    def bug(job):
+        raise RuntimeError("boom")
+
+    try:
+        first = jobs.submit("a", lambda job: 1)
+        wait_job(jobs, first.id)
+        bad, broken = jobs.submit("b", user_error), jobs.submit("c", bug)
+        assert jobs.get(first.id) is None
+        bad, broken = wait_job(jobs, bad.id), wait_job(jobs, broken.id)
+        assert (bad.state, bad.error) == ("error", "eval tune 9: expected 0 to 3")
+        assert broken.state == "error" and broken.error.startswith("internal error (RuntimeError: boom)")
+    finally:
+        jobs.shutdown()
+
+
+def test_an_upload_of_exactly_the_limit_is_read_and_one_byte_more_is_413(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from ddpm.studio.app import create_app
+
+    limit = 1024
+    with TestClient(create_app(FakeStudio(), tmp_path / "out", max_upload_bytes=limit)) as client:
+        post = lambda data: client.post("/api/melodies", files={"file": ("x.mid", data, "audio/midi")})  # noqa: E731
+        at = post(b"MThd" + bytes(limit - 4))
+        assert at.status_code == 400 and "not a readable MIDI file" in at.json()["detail"]
+        over = post(b"MThd" + bytes(limit - 3))
+        assert (
+            over.status_code == 413 and over.json()["detail"] == "x.mid: larger than the studio's upload limit of 1 KB"
+        )
+        missing = client.get("/api/jobs/0123456789abcdef")
+        assert missing.status_code == 404 and missing.json()["detail"] == "job '0123456789abcdef': no such job"
+
+
+# ----- uploads -----
+
+
+def test_an_upload_is_read_from_the_bar_of_its_first_note_not_its_2_bar_window(tmp_path):
+    from ddpm.studio.melodies import read_upload
+
+    events = np.zeros(3 * WINDOW_STEPS, dtype=np.int64)
+    events[16:] = melody_events(3)[: 2 * WINDOW_STEPS + 16]  # a bar of rest, then the tune
+    back, note, _ = read_upload("late.mid", midi_bytes(events, tmp_path), STEPS)
+    assert note.startswith("5 bars") and back[0] == events[16]  # bar 1 of the melody is its first bar with notes
