@@ -138,3 +138,18 @@ def test_a_config_group_set_to_null_is_a_one_line_error(config, group):
     assert str(e.value) == (
         f"bad command line {group}=null: Config group override must be a string or a list. Got NoneType"
     )
+
+
+def test_the_cpu_trainer_takes_a_precision_without_a_plus(tmp_path):
+    """fp32 by default; ``trainer.precision=bf16-mixed`` overrides it (the README's option for CPUs with bf16), and
+    a precision Lightning does not know is a one-line error naming it."""
+    from hydra.utils import instantiate
+
+    from ddpm.config_check import check_overrides
+    from ddpm.errors import ConfigError
+
+    assert compose_train([], tmp_path).trainer.precision == "32-true"
+    cfg = compose_train(["trainer.precision=bf16-mixed"], tmp_path)
+    assert instantiate(cfg.trainer, logger=False).precision == "bf16-mixed"
+    with pytest.raises(ConfigError, match=r"trainer.precision='bf8': expected one of \["):
+        check_overrides("train", ["trainer.precision=bf8"])
