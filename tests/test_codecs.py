@@ -213,7 +213,7 @@ def test_image_codec_clamps_to_the_unit_interval_and_grids_in_a_square():
 def _space(dims=(0, 2), dim=5, frames=3):
     from ddpm.latent_space import LatentSpace
 
-    return LatentSpace(dim=dim, seq_len=frames, dims=list(dims), data_min=-2.0, data_max=2.0)
+    return LatentSpace(dim=dim, seq_len=frames, dims=list(dims), data_min=-1.0, data_max=3.0)
 
 
 def test_latent_codec_refills_dropped_dims_from_the_seed_it_is_given():
@@ -229,7 +229,9 @@ def test_latent_codec_refills_dropped_dims_from_the_seed_it_is_given():
     assert not np.allclose(one[..., dropped], two[..., dropped]) and not np.allclose(
         one[..., dropped], seven[..., dropped]
     )
-    assert np.array_equal(one[..., [0, 2]], two[..., [0, 2]]) and np.all(one[..., [0, 2]] == 0.0)  # kept: unscaled
+    assert np.array_equal(one[..., [0, 2]], two[..., [0, 2]]) and np.all(
+        one[..., [0, 2]] == 1.0
+    )  # kept: 0 is [-1, 3]'s midpoint
 
 
 def test_latent_codec_fits_its_period_prior_on_the_train_split(tmp_path):

@@ -116,8 +116,9 @@ def test_loops_are_drawn_from_their_own_stream_of_the_seed():
 def test_an_infill_melody_starts_at_the_bar_of_its_first_note(tmp_path):
     from ddpm.sampling import midi_melody
 
-    notes = [(p, 36 + 4 * i, 36 + 4 * i + 4) for i, p in enumerate(SCALE)]  # from bar 3, step 4 of it
+    # From step 4 of bar 2, which is inside the first 2-bar window: the bar is cut, the window is not.
+    notes = [(p, 20 + 4 * i, 20 + 4 * i + 4) for i, p in enumerate(SCALE)]
     write_tracks(tmp_path / "late.mid", [notes])
     events = midi_melody(tmp_path / "late.mid", 64)
-    assert np.flatnonzero(events >= 2)[:3].tolist() == [4, 8, 12]  # two bars of silence cut, not the third's start
+    assert np.flatnonzero(events >= 2)[:3].tolist() == [4, 8, 12]  # one bar of silence cut, not bar 2's start
     assert events[4] == 60 - MIN_PITCH + 2

@@ -578,21 +578,22 @@ def test_slerp_stays_on_the_sphere_for_nearly_parallel_ends():
 # ----- the engine, on the tiny melody model -----
 
 
-def decoded_input(studio, monkeypatch) -> list[torch.Tensor]:
-    """Make ``studio.codec.melodies`` record the model-space tensor it is asked to decode."""
-    seen = []
+def decoded_input(studio, monkeypatch) -> tuple[list[torch.Tensor], list[int | None]]:
+    """Make ``studio.codec.melodies`` record the model-space tensors it is asked to decode, and the seeds."""
+    seen, seeds = [], []
     decode = studio.codec.melodies
 
     def melodies(x, seed=None):
         seen.append(x.detach().clone())
+        seeds.append(seed)
         return decode(x, seed)
 
     monkeypatch.setattr(studio.codec, "melodies", melodies)
-    return seen
+    return seen, seeds
 
 
 def test_latent_interpolation_runs_from_a_to_b_evenly_with_the_ends_excluded(studio, monkeypatch):
-    seen = decoded_input(studio, monkeypatch)
+    seen, _ = decoded_input(studio, monkeypatch)
     a, b = melody_events(4, 1), melody_events(4, 2)
     out = studio.interpolate(a, b, 3, "latent", 0, 5, 0.0, no_progress)
     assert out.shape == (3, STEPS)
@@ -605,7 +606,7 @@ def test_noise_interpolation_slerps_from_a_s_noise_to_b_s_and_counts_both_ddim_p
     import ddpm.studio.engine as engine
     from ddpm.studio.interpolation import slerp
 
-    seen = decoded_input(studio, monkeypatch)
+    seen, _ = decoded_input(studio, monkeypatch)
     a, b = melody_events(4, 1), melody_events(4, 2)
     ends = studio.codec.encode(np.stack([a, b]))
     # a stand-in DDIM (x_0 is its own noise) isolates the wiring: invert both ends, slerp a -> b, denoise
@@ -647,7 +648,7 @@ def test_generate_draws_what_sample_py_draws_with_the_same_seed(studio, melody_r
     from ddpm.sampling import sample
 
     _, run = melody_run
-    seen = decoded_input(studio, monkeypatch)
+    seen, seeds = decoded_input(studio, monkeypatch)
     studio.generate(2, 7, "ddim", 4, 0.0, no_progress)
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose(
@@ -656,6 +657,7 @@ def test_generate_draws_what_sample_py_draws_with_the_same_seed(studio, melody_r
             + ["render_n=0", f"out_dir={tmp_path / 'cli'}"],
         )
     files = sample(cfg)
+    assert seeds == [7]  # the dropped dims are refilled with the request's seed, as sample.py's
     np.testing.assert_array_equal(studio.codec.decode(seen[0], 7), np.load(files["npz"])["samples"])
 
 
@@ -706,13 +708,15 @@ class FakeStudio:
         return np.stack([melody_events(4, 20 + i) for i in range(n)])
 
 
-def wait_job(jobs, job_id: str):
-    for _ in range(400):
+def wait_job(jobs, job_id: str, seconds: float = 60.0):
+    """The job once it ends (``wait`` does the same over HTTP); a job writes WAVs, slow with FluidSynth."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         job = jobs.get(job_id)
         if job is None or job.state in ("done", "error"):
             return job
         time.sleep(0.01)
-    raise AssertionError(f"job {job_id} did not finish")
+    raise AssertionError(f"job {job_id} did not finish in {seconds} s")
 
 
 def test_the_service_remembers_the_newest_keep_melodies(tmp_path):
@@ -728,15 +732,19 @@ def test_the_service_remembers_the_newest_keep_melodies(tmp_path):
 def test_interpolation_steps_default_to_50_capped_at_t_and_t_itself_is_allowed(tmp_path):
     from ddpm.studio.service import InterpolateRequest, StudioService
 
-    fake = FakeStudio()
-    service = StudioService(fake, tmp_path / "out", 16 * 1024)
-    a, b = (service.add_upload(f"{x}.mid", midi_bytes(melody_events(4, i), tmp_path))["id"] for i, x in enumerate("ab"))
-    for steps in (None, 10):
-        job = service.interpolate(InterpolateRequest(a=a, b=b, n=1, steps=steps))
-        assert wait_job(service.jobs, job.id).state == "done", job.error
-    assert fake.calls == [("interpolate", "latent", 10)] * 2
-    with pytest.raises(UserError, match="^steps=11: expected 1 to 10"):
-        service.interpolate(InterpolateRequest(a=a, b=b, n=1, steps=11))
+    for timesteps, default in ((10, 10), (100, 50)):
+        fake = FakeStudio()
+        fake.num_timesteps = timesteps
+        service = StudioService(fake, tmp_path / f"out{timesteps}", 16 * 1024)
+        a, b = (
+            service.add_upload(f"{x}.mid", midi_bytes(melody_events(4, i), tmp_path))["id"] for i, x in enumerate("ab")
+        )
+        for steps in (None, timesteps):
+            job = service.interpolate(InterpolateRequest(a=a, b=b, n=1, steps=steps))
+            assert wait_job(service.jobs, job.id).state == "done", job.error
+        assert fake.calls == [("interpolate", "latent", default), ("interpolate", "latent", timesteps)]
+        with pytest.raises(UserError, match=f"^steps={timesteps + 1}: expected 1 to {timesteps}"):
+            service.interpolate(InterpolateRequest(a=a, b=b, n=1, steps=timesteps + 1))
 
 
 def test_job_progress_never_goes_back_and_stops_at_1():
