@@ -160,6 +160,15 @@ def test_splice_keeps_the_source_outside_the_new_frames():
     assert np.array_equal(out[:, 32:96], new[:, 32:96])
 
 
+def test_an_upload_is_read_from_the_bar_of_its_first_note_not_its_2_bar_window(tmp_path):
+    from ddpm.studio.melodies import read_upload
+
+    events = np.zeros(3 * WINDOW_STEPS, dtype=np.int64)
+    events[16:] = melody_events(3)[: 2 * WINDOW_STEPS + 16]  # a bar of rest, then the tune
+    back, note, _ = read_upload("late.mid", midi_bytes(events, tmp_path), STEPS)
+    assert note.startswith("5 bars") and back[0] == events[16]  # bar 1 of the melody is its first bar with notes
+
+
 # ----- interpolation math -----
 
 
@@ -198,6 +207,55 @@ def test_ddim_inversion_follows_the_exact_ode_and_comes_back():
         noise = ddim_invert(diffusion, oracle, x_start, steps)
         assert error(noise, exact) < 0.002  # measured 0.0009 and 0.0004
         assert error(ddim_sample(diffusion, oracle, noise, steps), x_start) < bound
+
+
+def test_ddim_timesteps_run_evenly_from_0_to_t_minus_1():
+    from ddpm.studio.interpolation import ddim_timesteps
+
+    assert ddim_timesteps(1000, 5) == [0, 250, 500, 749, 999]
+    assert ddim_timesteps(10, 2) == [0, 9] and ddim_timesteps(10, 1) == [0]
+    assert ddim_timesteps(10, 10) == ddim_timesteps(10, 50) == list(range(10))
+
+
+def three_step_diffusion(**kwargs):
+    """T = 3 with alpha_bar = 0.9, 0.72, 0.504, and a denoiser whose eps is ``eps[t]`` everywhere."""
+    from ddpm.diffusion import GaussianDiffusion
+
+    return GaussianDiffusion(torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64), time_condition="step", **kwargs)
+
+
+def constant_eps(*values: float):
+    return lambda x, cond: torch.full_like(x, 1.0) * torch.tensor(values, dtype=x.dtype)[cond.long()][:, None]
+
+
+def test_one_ddim_step_there_and_back_is_eq_12_down_to_x_0():
+    from ddpm.studio.interpolation import ddim_invert, ddim_sample
+
+    diffusion, denoiser = three_step_diffusion(), constant_eps(0.5, 0.0, 0.0)
+    x0 = torch.tensor([[0.2, -0.4]], dtype=torch.float64)
+    noise = ddim_invert(diffusion, denoiser, x0, 1)  # x_0 -> step 0 (the only one)
+    torch.testing.assert_close(noise, 0.9**0.5 * x0 + 0.1**0.5 * 0.5)
+    x = torch.tensor([[1.0, -1.0]], dtype=torch.float64)
+    torch.testing.assert_close(ddim_sample(diffusion, denoiser, x, 1), (x - 0.1**0.5 * 0.5) / 0.9**0.5)  # to x_0
+    torch.testing.assert_close(ddim_sample(diffusion, denoiser, noise, 1), x0)
+
+
+def test_a_clipped_x_0_keeps_eps_consistent_from_step_0_on():
+    """Inverting x_0 = 0.5 to steps 0 and 2 (eps 0, then -2): at step 0 -> 2 the predicted x_0 is
+    (0.5 sqrt(.9) + 2 sqrt(.1)) / sqrt(.9) > 1, clipped to 1, so eps becomes (0.5 - 1) sqrt(.9) / sqrt(.1) = -1.5."""
+    from ddpm.studio.interpolation import ddim_invert
+
+    diffusion = three_step_diffusion(clip_x_start=True, clip_value=1.0)
+    noise = ddim_invert(diffusion, constant_eps(0.0, 0.0, -2.0), torch.full((1, 1), 0.5, dtype=torch.float64), 2)
+    torch.testing.assert_close(noise, torch.full((1, 1), 0.504**0.5 - 1.5 * 0.496**0.5, dtype=torch.float64))
+
+
+def test_slerp_stays_on_the_sphere_for_nearly_parallel_ends():
+    from ddpm.studio.interpolation import slerp
+
+    a, b = torch.tensor([1.0, 0.0], dtype=torch.float64), torch.tensor([np.cos(0.05), np.sin(0.05)])
+    mid = slerp(a, b, torch.tensor([0.5]))[0]
+    torch.testing.assert_close(mid, torch.tensor([np.cos(0.025), np.sin(0.025)]), rtol=0, atol=1e-9)
 
 
 # ----- the HTTP API -----
@@ -523,58 +581,6 @@ def no_progress(fraction: float, stage: str) -> None:
     pass
 
 
-# ----- interpolation math, in closed form -----
-
-
-def test_ddim_timesteps_run_evenly_from_0_to_t_minus_1():
-    from ddpm.studio.interpolation import ddim_timesteps
-
-    assert ddim_timesteps(1000, 5) == [0, 250, 500, 749, 999]
-    assert ddim_timesteps(10, 2) == [0, 9] and ddim_timesteps(10, 1) == [0]
-    assert ddim_timesteps(10, 10) == ddim_timesteps(10, 50) == list(range(10))
-
-
-def three_step_diffusion(**kwargs):
-    """T = 3 with alpha_bar = 0.9, 0.72, 0.504, and a denoiser whose eps is ``eps[t]`` everywhere."""
-    from ddpm.diffusion import GaussianDiffusion
-
-    return GaussianDiffusion(torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64), time_condition="step", **kwargs)
-
-
-def constant_eps(*values: float):
-    return lambda x, cond: torch.full_like(x, 1.0) * torch.tensor(values, dtype=x.dtype)[cond.long()][:, None]
-
-
-def test_one_ddim_step_there_and_back_is_eq_12_down_to_x_0():
-    from ddpm.studio.interpolation import ddim_invert, ddim_sample
-
-    diffusion, denoiser = three_step_diffusion(), constant_eps(0.5, 0.0, 0.0)
-    x0 = torch.tensor([[0.2, -0.4]], dtype=torch.float64)
-    noise = ddim_invert(diffusion, denoiser, x0, 1)  # x_0 -> step 0 (the only one)
-    torch.testing.assert_close(noise, 0.9**0.5 * x0 + 0.1**0.5 * 0.5)
-    x = torch.tensor([[1.0, -1.0]], dtype=torch.float64)
-    torch.testing.assert_close(ddim_sample(diffusion, denoiser, x, 1), (x - 0.1**0.5 * 0.5) / 0.9**0.5)  # to x_0
-    torch.testing.assert_close(ddim_sample(diffusion, denoiser, noise, 1), x0)
-
-
-def test_a_clipped_x_0_keeps_eps_consistent_from_step_0_on():
-    """Inverting x_0 = 0.5 to steps 0 and 2 (eps 0, then -2): at step 0 -> 2 the predicted x_0 is
-    (0.5 sqrt(.9) + 2 sqrt(.1)) / sqrt(.9) > 1, clipped to 1, so eps becomes (0.5 - 1) sqrt(.9) / sqrt(.1) = -1.5."""
-    from ddpm.studio.interpolation import ddim_invert
-
-    diffusion = three_step_diffusion(clip_x_start=True, clip_value=1.0)
-    noise = ddim_invert(diffusion, constant_eps(0.0, 0.0, -2.0), torch.full((1, 1), 0.5, dtype=torch.float64), 2)
-    torch.testing.assert_close(noise, torch.full((1, 1), 0.504**0.5 - 1.5 * 0.496**0.5, dtype=torch.float64))
-
-
-def test_slerp_stays_on_the_sphere_for_nearly_parallel_ends():
-    from ddpm.studio.interpolation import slerp
-
-    a, b = torch.tensor([1.0, 0.0], dtype=torch.float64), torch.tensor([np.cos(0.05), np.sin(0.05)])
-    mid = slerp(a, b, torch.tensor([0.5]))[0]
-    torch.testing.assert_close(mid, torch.tensor([np.cos(0.025), np.sin(0.025)]), rtol=0, atol=1e-9)
-
-
 # ----- the engine, on the tiny melody model -----
 
 
@@ -797,15 +803,3 @@ def test_an_upload_of_exactly_the_limit_is_read_and_one_byte_more_is_413(tmp_pat
         )
         missing = client.get("/api/jobs/0123456789abcdef")
         assert missing.status_code == 404 and missing.json()["detail"] == "job '0123456789abcdef': no such job"
-
-
-# ----- uploads -----
-
-
-def test_an_upload_is_read_from_the_bar_of_its_first_note_not_its_2_bar_window(tmp_path):
-    from ddpm.studio.melodies import read_upload
-
-    events = np.zeros(3 * WINDOW_STEPS, dtype=np.int64)
-    events[16:] = melody_events(3)[: 2 * WINDOW_STEPS + 16]  # a bar of rest, then the tune
-    back, note, _ = read_upload("late.mid", midi_bytes(events, tmp_path), STEPS)
-    assert note.startswith("5 bars") and back[0] == events[16]  # bar 1 of the melody is its first bar with notes
