@@ -131,7 +131,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--mittal", type=int, default=0, help="write N random 32x512 records and use mittal_melody")
     parser.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu")
-    parser.add_argument("--precision", default="32-true", help="Lightning's: 32-true | bf16-mixed (autocast, on cpu or gpu)")
+    parser.add_argument("--precision", default="32-true", help="32-true | bf16-mixed (autocast, cpu or gpu)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the denoiser (warm-up pays it)")
     parser.add_argument("--mode", choices=["bare", "lightning"], help=argparse.SUPPRESS)
     args = parser.parse_args()
