@@ -85,16 +85,23 @@ def melody_overrides(root: Path) -> list[str]:
     )
 
 
-def write_tracks(path: Path, tracks: list[list[tuple[int, int, int]]]) -> None:
-    """A MIDI file at 120 qpm (a 16th step = 0.125 s) in 4/4: a track a list of (pitch, start step, end step)."""
+def write_tracks(
+    path: Path,
+    tracks: list[list[tuple[int, int, int]]],
+    meter: tuple[int, int] = (4, 4),
+    programs: list[int] | None = None,
+    drums: tuple[int, ...] = (),
+) -> None:
+    """A MIDI file at 120 qpm (a 16th step = 0.125 s) in ``meter``: a track a list of (pitch, start step, end
+    step), track i on program ``programs[i]`` (default i), a drum track where i is in ``drums``."""
     import pretty_midi
 
     midi = pretty_midi.PrettyMIDI(initial_tempo=120.0)
-    for program, notes in enumerate(tracks):
-        track = pretty_midi.Instrument(program)
+    for i, notes in enumerate(tracks):
+        track = pretty_midi.Instrument(programs[i] if programs else i, is_drum=i in drums)
         track.notes = [pretty_midi.Note(90, p, a * 0.125, b * 0.125) for p, a, b in notes]
         midi.instruments.append(track)
-    midi.time_signature_changes = [pretty_midi.TimeSignature(4, 4, 0.0)]
+    midi.time_signature_changes = [pretty_midi.TimeSignature(*meter, 0.0)]
     path.parent.mkdir(parents=True, exist_ok=True)
     midi.write(str(path))
 

@@ -274,14 +274,10 @@ def test_extraction_logs_progress(caplog):
 
 
 def _band(path, parts, meter=(4, 4)):
-    """A multi-track MIDI file at 120 bpm (a 16th step = 0.125 s): parts are (program, is_drum, [(pitch, step)])."""
-    midi = pretty_midi.PrettyMIDI(initial_tempo=120.0)
-    for program, drum, notes in parts:
-        track = pretty_midi.Instrument(program, is_drum=drum)
-        track.notes = [pretty_midi.Note(90, p, s * 0.125, (s + 2) * 0.125) for p, s in notes]
-        midi.instruments.append(track)
-    midi.time_signature_changes = [pretty_midi.TimeSignature(*meter, 0.0)]
-    midi.write(str(path))
+    """``write_tracks`` of parts (program, is_drum, [(pitch, step)]), each note 2 steps long."""
+    tracks = [[(p, s, s + 2) for p, s in notes] for _, _, notes in parts]
+    drums = tuple(i for i, (_, drum, _) in enumerate(parts) if drum)
+    write_tracks(path, tracks, meter, programs=[program for program, _, _ in parts], drums=drums)
 
 
 def test_each_track_of_a_midi_file_is_a_melody_from_the_bar_of_its_first_note(tmp_path):

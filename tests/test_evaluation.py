@@ -641,24 +641,14 @@ def test_infill_track_picks_a_track_of_the_users_file(melody_run, tmp_path):
     """By default the melody (no track here has 5 pitches: the one with the most notes; not the first, not
     the drums); infill_track=k the k-th pitched track in file order; a track the file does not have, or
     infill_track without a file, is a one-line error."""
-    import pretty_midi
-
     from ddpm.errors import ConfigError
     from ddpm.sampling import midi_melody, sample
+    from tests.helpers import write_tracks
 
-    midi = pretty_midi.PrettyMIDI(initial_tempo=120.0)  # a 16th step = 0.125 s
-    for program, drum, pitches, every in [
-        (0, True, [36] * 40, 1),
-        (0, False, [72, 74, 76, 77], 8),
-        (33, False, [40, 43] * 8, 4),
-    ]:
-        track = pretty_midi.Instrument(program, is_drum=drum)
-        track.notes = [
-            pretty_midi.Note(90, p, i * every * 0.125, (i * every + 1) * 0.125) for i, p in enumerate(pitches)
-        ]
-        midi.instruments.append(track)
+    parts = [([36] * 40, 1), ([72, 74, 76, 77], 8), ([40, 43] * 8, 4)]  # drums, the melody, a bass (pitches, every)
     song = tmp_path / "band.mid"
-    midi.write(str(song))
+    tracks = [[(p, i * every, i * every + 1) for i, p in enumerate(pitches)] for pitches, every in parts]
+    write_tracks(song, tracks, programs=[0, 0, 33], drums=(0,))
 
     def onsets(track=None):
         events = midi_melody(song, 64, track)
