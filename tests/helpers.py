@@ -20,6 +20,12 @@ FAST = [
 ]
 
 
+def compose_config(name: str, overrides: list[str]) -> DictConfig:
+    """``conf/<name>.yaml`` with ``overrides``, as the entry point would compose it."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose(name, overrides=overrides)
+
+
 def compose_train(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose("train", overrides=overrides)

@@ -10,20 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from ddpm.callbacks.sampling import SampleCallback
 from ddpm.errors import UserError
 from ddpm.sampling import load_checkpoint, restore, sample
-from tests.helpers import CONF
+from tests.helpers import compose_config
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ddpm"
 
 
 def sample_cfg(overrides):
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        return compose("sample", overrides=overrides)
+    return compose_config("sample", overrides)
 
 
 def test_callback_and_sample_py_write_the_same_files(melody_run, tmp_path):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ddpm.music.events import MIN_PITCH
-from tests.helpers import SCALE, write_tracks
+from tests.helpers import SCALE, compose_config, write_tracks
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +38,9 @@ def latent_ckpt(tmp_path_factory):
 
 
 def _sample(ckpt, *overrides):
-    from hydra import compose, initialize_config_dir
-
     from ddpm.sampling import sample
-    from tests.helpers import CONF
 
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose("sample", overrides=[f"ckpt={ckpt}", "n=2", "sampler=ddim", "sampler.steps=3", *overrides])
-    files = sample(cfg)
+    files = sample(compose_config("sample", [f"ckpt={ckpt}", "n=2", "sampler=ddim", "sampler.steps=3", *overrides]))
     return np.load(files["npz"])["samples"], files
 
 

@@ -19,7 +19,7 @@ from ddpm.music.events import WINDOW_STEPS, read_midi, write_midi
 from ddpm.schedules import linear_betas
 from ddpm.studio.interpolation import ddim_invert, ddim_sample, lerp, slerp
 from ddpm.studio.melodies import bars_to_frames, fit_length, read_upload, splice
-from tests.helpers import CONF
+from tests.helpers import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 4 * WINDOW_STEPS  # the tiny melody model (tests/helpers.py): 4 frames = 8 bars
@@ -649,20 +649,13 @@ def test_infill_keeps_every_frame_but_the_asked_ones_and_conditions_on_the_sourc
 
 def test_generate_draws_what_sample_py_draws_with_the_same_seed(studio, melody_run, monkeypatch, tmp_path):
     """The same noise and the same loops (README: the studio draws loops as sample.py does)."""
-    from hydra import compose, initialize_config_dir
-
     from ddpm.sampling import sample
 
     _, run = melody_run
     seen, seeds = decoded_input(studio, monkeypatch)
     studio.generate(2, 7, "ddim", 4, 0.0, no_progress)
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose(
-            "sample",
-            overrides=[f"ckpt={run / 'last.ckpt'}", "n=2", "seed=7", "sampler=ddim", "sampler.steps=4"]
-            + ["render_n=0", f"out_dir={tmp_path / 'cli'}"],
-        )
-    files = sample(cfg)
+    overrides = [f"ckpt={run / 'last.ckpt'}", "n=2", "seed=7", "sampler=ddim", "sampler.steps=4", "render_n=0"]
+    files = sample(compose_config("sample", [*overrides, f"out_dir={tmp_path / 'cli'}"]))
     assert seeds == [7]  # the dropped dims are refilled with the request's seed, as sample.py's
     np.testing.assert_array_equal(studio.codec.decode(seen[0], 7), np.load(files["npz"])["samples"])
 
