@@ -44,7 +44,8 @@ class GaussianDiffusion(nn.Module):
             ``noise_level_scale``.
         sigma: reverse-process variance, ``posterior`` (beta tilde_t, eq. 7) or ``beta`` (beta_t).
         clip_x_start: clamp the predicted x_0 to ``[-clip_value, clip_value]`` while sampling
-            (for bounded data such as images; off for latents).
+            (``build_model`` takes the bound from the codec: 1 for images, the box that holds the train
+            split for latents, where it is off unless asked for).
         loss_weight: ``eps``: the simplified objective, every step alike (Ho et al.); ``v``: each step's
             eps error weighted by 1 / alpha_bar_t, which is the error of v = sqrt(alpha_bar) eps -
             sqrt(1 - alpha_bar) x_0 (Salimans & Ho 2022) of the same network: the noisy steps, where
@@ -75,6 +76,8 @@ class GaussianDiffusion(nn.Module):
             raise ValueError(f"sigma must be 'posterior' or 'beta', got {sigma!r}")
         if loss_weight not in ("eps", "v", "min_snr"):
             raise ValueError(f"loss_weight must be 'eps', 'v' or 'min_snr', got {loss_weight!r}")
+        if not isinstance(clip_x_start, bool):
+            raise ValueError(f"clip_x_start must be true or false, got {clip_x_start!r}")
         if not min_snr_gamma > 0:
             raise ValueError(f"min_snr_gamma must be a positive SNR, got {min_snr_gamma!r}")
         self.loss_weight = loss_weight

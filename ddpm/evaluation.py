@@ -390,6 +390,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Path]:
         "refill": codec.refill,
         "spread": module.spread,
         "period_guidance": getattr(module.denoiser, "period_guidance", None) if module.period_condition else None,
+        "clip_x_start": module.diffusion.clip_value if module.diffusion.clip_x_start else None,  # the bound, or none
         "loops": bool(cfg.get("loops", True)) and codec.periods is not None,
         "time_condition": module.diffusion.time_condition,
         "sampling_seconds": {k: round(v, 2) for k, v in timings.items()},

@@ -52,6 +52,13 @@ class LatentSpace:
     def sample_shape(self) -> tuple[int, int]:
         return (self.seq_len, len(self.dims) if self.dims is not None else self.dim)
 
+    @property
+    def bound(self) -> float:
+        """Half-width of a box about 0 in model space that holds every train latent: the train split's
+        scalar min and max scaled as each kept dimension is (the bound ``clip_x_start`` clips to)."""
+        ends = np.array([[self.data_min], [self.data_max]], np.float32)  # (2, 1); centered: (2, kept) once scaled
+        return float(np.abs(self.scale(ends)).max())
+
     def to_model(self, latents: np.ndarray) -> np.ndarray:
         """Original latents ``[n, frames >= seq_len, dim]`` -> model space ``[n, seq_len, kept]`` float32."""
         x = np.asarray(latents, np.float32)[:, : self.seq_len]

@@ -79,8 +79,9 @@ def _spread(value, path) -> float:
 def set_overrides(cfg: DictConfig, module, codec) -> None:
     """The sampling-time choices that ``sample.py`` and ``evaluate.py`` share: ``refill`` (how dropped
     latent dims are filled), ``spread`` (``ddpm.calibration``; 1: none), ``period_guidance``
-    (``ddpm.periods.PeriodGuided``), ``temperature`` (MusicVAE decoding, 0: greedy) and, for
-    ``sample.py``, ``render_n`` (samples rendered to WAV and drawn); null keeps the run's."""
+    (``ddpm.periods.PeriodGuided``), ``temperature`` (MusicVAE decoding, 0: greedy), ``clip_x_start`` (x_0
+    estimates clipped to the codec's ``clip_value``) and, for ``sample.py``, ``render_n`` (samples rendered to
+    WAV and drawn); null keeps the run's."""
     for key in ("temperature", "render_n"):  # melody runs: MusicVAE decoding, samples rendered
         value = cfg.get(key)
         if value is not None:
@@ -102,6 +103,11 @@ def set_overrides(cfg: DictConfig, module, codec) -> None:
                 "spread widens latent sequences"
             )
         module.spread = float(spread)
+    clip = cfg.get("clip_x_start")
+    if clip is not None:
+        if not isinstance(clip, bool):
+            raise ConfigError(f"clip_x_start={clip!r}: expected true or false (null: the run's)")
+        module.diffusion.clip_x_start = clip
     guidance = cfg.get("period_guidance")
     if guidance is not None:
         if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or guidance != guidance:
@@ -304,6 +310,7 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
         "refill": getattr(codec, "refill", None),  # latent runs: how the dropped dims were filled (after refill=)
         "temperature": getattr(codec, "temperature", None),  # melody runs: MusicVAE decoding (0: greedy)
         "period_guidance": getattr(module.denoiser, "period_guidance", None) if module.period_condition else None,
+        "clip_x_start": module.diffusion.clip_value if module.diffusion.clip_x_start else None,  # the bound, or none
         "network_evaluations": evaluations,  # per batch
         "device": str(device),
         "sampling_seconds": round(seconds, 3),

@@ -42,7 +42,8 @@ def build_model(cfg: DictConfig, codec):
     """Denoiser, diffusion and DiffusionModule for ``cfg``; the codec decides the sample shape and clipping."""
     denoiser = build(cfg.model, "model", sample_shape=codec.sample_shape)
     clip = cfg.diffusion.get("clip_x_start")
-    diffusion = build(cfg.diffusion, "diffusion", clip_x_start=codec.bounded if clip is None else clip)
+    clip = codec.bounded if clip is None else clip
+    diffusion = build(cfg.diffusion, "diffusion", clip_x_start=clip, clip_value=codec.clip_value)
     return build(cfg.module, "module", denoiser=denoiser, diffusion=diffusion, seed=cfg.get("seed", 0), codec=codec)
 
 

@@ -41,6 +41,18 @@ def test_model_data_configs_compose_and_instantiate(model, data, tmp_path):
         assert instantiate(callback) is not None
 
 
+@pytest.mark.parametrize("clip", [None, True, False])
+def test_latents_clip_only_when_asked_and_to_the_box_of_their_train_split(clip, tmp_path):
+    value = {None: "null", True: "true", False: "false"}[clip]
+    cfg = compose_train(["data=mvae", "model=dense", SMALL["dense"], f"diffusion.clip_x_start={value}"], tmp_path)
+    codec = instantiate(cfg.codec)
+    codec.space = LatentSpace(dim=8, seq_len=4, dims=None, data_min=-3.0, data_max=5.0, normalize="none")
+    diffusion = build_model(cfg, codec).diffusion
+    assert diffusion.clip_x_start is bool(clip) and diffusion.clip_value == 5.0
+    images = compose_train(["data=digits", "model=dense", SMALL["dense"]], tmp_path)
+    assert build_model(images, _fitted(images)).diffusion.clip_value == 1.0
+
+
 def test_transformer_on_images_is_a_clear_error(tmp_path):
     cfg = compose_train(["model=transformer", "data=digits"], tmp_path)
     with pytest.raises(Exception, match="frames, dims"):  # Hydra wraps the ValueError

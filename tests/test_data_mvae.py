@@ -289,3 +289,33 @@ def test_latent_train_loader_shuffles_and_the_limit_stops_at_the_first_shard(tmp
     (tmp_path / "train-1.tfrecord").write_bytes(b"not read: past the limit")
     limited = LatentDataModule(str(tmp_path), input_shape=(2, 3), normalize="none", limit=16)
     assert np.array_equal(limited.read_split("train"), train)
+
+
+@pytest.mark.parametrize("normalize", ["minmax", "standard", "centered", "none"])
+def test_bound_is_the_box_that_holds_the_train_split(tmp_path, normalize):
+    """``clip_x_start=true`` clips latents to ``space.bound``: every train latent lies inside it, and it is the
+    scalar min / max scaled as each dim is (tight but for ``centered``, whose dims have their own means)."""
+    rng = np.random.default_rng(4)
+    offsets, scales = rng.normal(0, 3, SHAPE[1]), rng.uniform(0.3, 2.0, SHAPE[1])
+    train = (rng.normal(0, 1, (40, *SHAPE)) * scales + offsets).astype(np.float32)
+    _shards(tmp_path, train)
+    dm = LatentDataModule(str(tmp_path), input_shape=SHAPE, normalize=normalize)
+    dm.setup("fit")
+    x = dm.train_set.tensors[0].abs().max().item()
+    lo, hi = float(train.min()), float(train.max())
+    ends = np.array([lo, hi], np.float64)
+    expected = {
+        "minmax": 1.0,
+        "standard": np.abs(ends - train.mean(dtype=np.float64)).max() / train.std(dtype=np.float64),
+        "centered": np.abs(ends[:, None] - train.mean(axis=(0, 1), dtype=np.float64)).max() / dm.space.data_std,
+        "none": max(-lo, hi),
+    }[normalize]
+    assert dm.space.bound == pytest.approx(expected, rel=1e-5)
+    assert x <= dm.space.bound * (1 + 1e-6)
+    if normalize == "centered":  # the dims' own means: looser than the data, by the offsets' spread
+        assert x < 0.9 * dm.space.bound
+    else:
+        assert x == pytest.approx(dm.space.bound, rel=1e-5)
+    codec = LatentCodec()
+    codec.fit(dm)
+    assert codec.clip_value == dm.space.bound

@@ -165,6 +165,7 @@ def test_evaluate_end_to_end_on_a_tiny_run(melody_run, tmp_path, monkeypatch):
         assert kw["periods"] is not None and len(kw["periods"]) == 4
     meta = json.loads((tmp_path / "table.json").read_text())["meta"]
     assert meta["refill"] == "shared"  # the codec's default
+    assert meta["clip_x_start"] is None  # latents are not clipped unless asked
     assert meta["loops"] is True  # the run's period prior was kept at training time
     assert meta["eval_meters"] == ["4/4"] and meta["eval_sequences"] == len(
         np.load(run.parent / "latents" / "eval_events.npz")["events"]

@@ -117,3 +117,27 @@ def test_an_infill_melody_starts_at_the_bar_of_its_first_note(tmp_path):
     events = midi_melody(tmp_path / "late.mid", 64)
     assert np.flatnonzero(events >= 2)[:3].tolist() == [4, 8, 12]  # one bar of silence cut, not bar 2's start
     assert events[4] == 60 - MIN_PITCH + 2
+
+
+def test_clip_x_start_keeps_samples_in_the_box_of_the_train_split_and_is_recorded(latent_ckpt):
+    """Mittal's `minmax` scaling: the box is [-1, 1] in model space, the train split's min and max outside it.
+    The untrained network's x_0 estimates (T = 10: the last sqrt(alpha_bar) 0.02) go far outside it."""
+    import json
+
+    from ddpm.errors import ConfigError
+    from ddpm.io.tfrecords import read_latents
+
+    ckpt, _ = latent_ckpt
+    train = read_latents(ckpt.parent.parent / "train-0.tfrecord")[..., KEPT]
+    lo, hi = float(train.min()), float(train.max())
+    runs = {}
+    for clip in ("true", "false"):
+        out = ckpt.parent / f"clip_{clip}"
+        runs[clip], files = _sample(ckpt, "spread=1", "sampler.steps=10", f"clip_x_start={clip}", f"out_dir={out}")
+        recorded = json.loads(files["record"].read_text())["clip_x_start"]
+        assert recorded == (pytest.approx(1.0) if clip == "true" else None)
+    kept = {k: v[..., KEPT] for k, v in runs.items()}
+    assert lo - 1e-4 <= kept["true"].min() and kept["true"].max() <= hi + 1e-4
+    assert kept["false"].min() < lo - 1 or kept["false"].max() > hi + 1
+    with pytest.raises(ConfigError, match="clip_x_start='yes': expected true or false"):
+        _sample(ckpt, "clip_x_start=yes")

@@ -11,6 +11,7 @@ class ImageCodec:
     """Args: ``sample_shape`` ``[C, H, W]``; taken from the data by ``fit`` when not given."""
 
     bounded = True  # model space is [-1, 1]: the diffusion may clip its x_0 estimates
+    clip_value = 1.0
 
     def __init__(self, sample_shape: list[int] | None = None):
         self.sample_shape = tuple(int(s) for s in sample_shape) if sample_shape else None

@@ -17,7 +17,7 @@ class LatentCodec:
     """Args: ``seed``: default seed of the noise that re-fills dropped dimensions in ``decode``;
     ``refill``: ``shared`` (one draw per sequence), ``noise`` (per frame, as Mittal et al.) or ``zeros``."""
 
-    bounded = False  # latents are not confined to [-1, 1]: the diffusion must not clip them
+    bounded = False  # latents are not confined to [-1, 1]: not clipped unless diffusion.clip_x_start=true
 
     def __init__(self, seed: int = 0, refill: str = "shared"):
         self.seed = int(seed)
@@ -41,6 +41,11 @@ class LatentCodec:
     @property
     def sample_shape(self) -> tuple[int, int]:
         return self.space.sample_shape
+
+    @property
+    def clip_value(self) -> float:
+        """Where ``diffusion.clip_x_start=true`` clips x_0 estimates: the box that holds the train split."""
+        return self.space.bound
 
     def to_model(self, latents: np.ndarray) -> torch.Tensor:
         """Original latents ``[n, frames, dim]`` -> model space ``[n, seq_len, kept]`` (inverse of ``decode``)."""
