@@ -4,6 +4,7 @@ Framework-free (torch only) and network-free: every method that needs the denois
 argument. A denoiser is any callable ``denoiser(x_t: [B, *S], cond: [B]) -> eps: [B, *S]``.
 """
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Literal
@@ -78,6 +79,8 @@ class GaussianDiffusion(nn.Module):
             raise ValueError(f"loss_weight must be 'eps', 'v' or 'min_snr', got {loss_weight!r}")
         if not isinstance(clip_x_start, bool):
             raise ValueError(f"clip_x_start must be true or false, got {clip_x_start!r}")
+        if isinstance(clip_value, bool) or not isinstance(clip_value, int | float) or not 0 < clip_value < math.inf:
+            raise ValueError(f"clip_value must be a positive number, got {clip_value!r}")
         if not min_snr_gamma > 0:
             raise ValueError(f"min_snr_gamma must be a positive SNR, got {min_snr_gamma!r}")
         self.loss_weight = loss_weight

@@ -43,7 +43,9 @@ def build_model(cfg: DictConfig, codec):
     denoiser = build(cfg.model, "model", sample_shape=codec.sample_shape)
     clip = cfg.diffusion.get("clip_x_start")
     clip = codec.bounded if clip is None else clip
-    diffusion = build(cfg.diffusion, "diffusion", clip_x_start=clip, clip_value=codec.clip_value)
+    bound = cfg.diffusion.get("clip_value")  # +diffusion.clip_value=b; else the codec's (images: 1; latents: their box)
+    bound = codec.clip_value if bound is None else bound
+    diffusion = build(cfg.diffusion, "diffusion", clip_x_start=clip, clip_value=bound)
     return build(cfg.module, "module", denoiser=denoiser, diffusion=diffusion, seed=cfg.get("seed", 0), codec=codec)
 
 
@@ -104,7 +106,8 @@ def refuse_early(cfg: DictConfig) -> str | None:
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).is_file():
         raise CheckpointError(f"ckpt_path={ckpt_path}: no such file (resume from a run folder's last.ckpt)")
-    build(cfg.diffusion, "diffusion", clip_x_start=False)  # build_model's clip_x_start comes from the codec
+    bound = cfg.diffusion.get("clip_value")  # build_model's clipping comes from the codec; a bound given is checked
+    build(cfg.diffusion, "diffusion", clip_x_start=False, clip_value=1.0 if bound is None else bound)
     return ckpt_path
 
 

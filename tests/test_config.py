@@ -1,8 +1,9 @@
 import pytest
 from hydra.utils import instantiate
 
+from ddpm.errors import ConfigError
 from ddpm.latent_space import LatentSpace
-from ddpm.training import build_model
+from ddpm.training import build_model, refuse_early
 from tests.helpers import compose_train
 
 VALID = [
@@ -33,7 +34,7 @@ def test_model_data_configs_compose_and_instantiate(model, data, tmp_path):
         codec.fit(datamodule)
     module = build_model(cfg, codec)
     assert tuple(module.denoiser.sample_shape) == datamodule.sample_shape and module.codec is codec
-    assert module.diffusion.clip_x_start is (data != "mvae")  # clip images, never latents
+    assert module.diffusion.clip_x_start is (data != "mvae")  # clip images; latents only when asked
     assert type(codec).__name__ == ("LatentCodec" if data == "mvae" else "ImageCodec")
     for name in ("trainer", "logger"):
         assert instantiate(cfg[name], **({"callbacks": []} if name == "trainer" else {})) is not None
@@ -49,8 +50,12 @@ def test_latents_clip_only_when_asked_and_to_the_box_of_their_train_split(clip, 
     codec.space = LatentSpace(dim=8, seq_len=4, dims=None, data_min=-3.0, data_max=5.0, normalize="none")
     diffusion = build_model(cfg, codec).diffusion
     assert diffusion.clip_x_start is bool(clip) and diffusion.clip_value == 5.0
+    cfg = compose_train(["data=mvae", "model=dense", SMALL["dense"], "+diffusion.clip_value=2.5"], tmp_path)
+    assert build_model(cfg, codec).diffusion.clip_value == 2.5  # a bound given wins over the data's
     images = compose_train(["data=digits", "model=dense", SMALL["dense"]], tmp_path)
     assert build_model(images, _fitted(images)).diffusion.clip_value == 1.0
+    with pytest.raises(ConfigError, match="clip_value must be a positive number, got -2"):
+        refuse_early(compose_train(["+diffusion.clip_value=-2"], tmp_path))
 
 
 def test_transformer_on_images_is_a_clear_error(tmp_path):

@@ -248,6 +248,18 @@ def test_evaluate_draws_average_the_ddpm_row_over_seeded_sample_sets(melody_run,
     assert len({rows["DDPM"]["pitch_consistency"] for rows in single}) == 3  # the sets differ
 
 
+def test_evaluate_clip_x_start_clips_to_the_runs_box_and_records_it(melody_run, tmp_path):
+    from ddpm.sampling import load_checkpoint, restore
+
+    _, run = melody_run
+    box = restore(load_checkpoint(run / "last.ckpt"))[1].clip_value  # the tiny run's `centered` train box
+    tables = {
+        clip: quick_table(run, tmp_path / clip, "infill=false", f"clip_x_start={clip}") for clip in ("true", "false")
+    }
+    assert box != 1 and tables["true"]["meta"]["clip_x_start"] == pytest.approx(box)
+    assert tables["false"]["meta"]["clip_x_start"] is None
+
+
 def test_evaluate_train_sets_score_disjoint_train_sequences_against_the_ground_truth(melody_run, tmp_path, monkeypatch):
     """train_sets=k: a row of k disjoint sets of n train-split sequences (corpus events, cut as the prepare stage
     cuts them), each scored against the ground truth as real vs real is; the other rows are unchanged."""

@@ -9,8 +9,7 @@ from ddpm.music.events import MIN_PITCH
 from tests.helpers import SCALE, compose_config, write_tracks
 
 
-@pytest.fixture(scope="module")
-def latent_ckpt(tmp_path_factory):
+def make_latent_ckpt(root, *overrides: str):
     """(checkpoint path, eval split) of an untrained tiny TransformerDDPM on [8, 6] latents, 3 dims kept."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
@@ -19,14 +18,13 @@ def latent_ckpt(tmp_path_factory):
     from ddpm.training import build_model
     from tests.helpers import TINY_TRANSFORMER, compose_train
 
-    root = tmp_path_factory.mktemp("latent_ckpt")
     rng = np.random.default_rng(0)
     evals = rng.normal(size=(4, 8, 6)).astype(np.float32)
     write_latents(root / "train-0.tfrecord", rng.normal(size=(12, 8, 6)).astype(np.float32))
     write_latents(root / "eval-0.tfrecord", evals)
-    overrides = ["data=mvae", "model=transformer", f"data.dir={root}", "data.input_shape=[8,6]"]
-    overrides += ["data.slice_dims=[0,2,4]", "diffusion.betas.timesteps=10", *TINY_TRANSFORMER]
-    cfg = compose_train(overrides, root / "run")
+    base = ["data=mvae", "model=transformer", f"data.dir={root}", "data.input_shape=[8,6]"]
+    base += ["data.slice_dims=[0,2,4]", "diffusion.betas.timesteps=10", *TINY_TRANSFORMER]
+    cfg = compose_train([*base, *overrides], root / "run")
     codec = instantiate(cfg.codec)
     codec.fit(instantiate(cfg.data))
     module = build_model(cfg, codec)
@@ -35,6 +33,11 @@ def latent_ckpt(tmp_path_factory):
     (root / "run").mkdir()
     torch.save(ckpt, root / "run" / "last.ckpt")
     return root / "run" / "last.ckpt", evals
+
+
+@pytest.fixture(scope="module")
+def latent_ckpt(tmp_path_factory):
+    return make_latent_ckpt(tmp_path_factory.mktemp("latent_ckpt"))
 
 
 def _sample(ckpt, *overrides):
@@ -119,25 +122,31 @@ def test_an_infill_melody_starts_at_the_bar_of_its_first_note(tmp_path):
     assert events[4] == 60 - MIN_PITCH + 2
 
 
-def test_clip_x_start_keeps_samples_in_the_box_of_the_train_split_and_is_recorded(latent_ckpt):
-    """Mittal's `minmax` scaling: the box is [-1, 1] in model space, the train split's min and max outside it.
-    The untrained network's x_0 estimates (T = 10: the last sqrt(alpha_bar) 0.02) go far outside it."""
+@pytest.mark.parametrize("normalize, box", [("minmax", None), ("none", None), ("none", 0.5)])
+def test_clip_x_start_keeps_samples_in_the_box_of_the_train_split_and_is_recorded(normalize, box, tmp_path):
+    """The box in model space: [-1, 1] for Mittal's `minmax`, [-max |x|, max |x|] of the train split (3.9) for
+    `none`, [-0.5, 0.5] when `+diffusion.clip_value=0.5` says so. The untrained network's samples (T = 10) leave
+    the first and the last box, so there the clip binds; the second box holds them anyway."""
     import json
 
     from ddpm.errors import ConfigError
     from ddpm.io.tfrecords import read_latents
 
-    ckpt, _ = latent_ckpt
-    train = read_latents(ckpt.parent.parent / "train-0.tfrecord")[..., KEPT]
+    overrides = [f"data.normalize={normalize}"] + ([f"+diffusion.clip_value={box}"] if box else [])
+    ckpt, _ = make_latent_ckpt(tmp_path, *overrides)
+    train = read_latents(tmp_path / "train-0.tfrecord")[..., KEPT]
     lo, hi = float(train.min()), float(train.max())
+    bound = {"minmax": 1.0, "none": max(-lo, hi)}[normalize] if box is None else box
     runs = {}
     for clip in ("true", "false"):
         out = ckpt.parent / f"clip_{clip}"
         runs[clip], files = _sample(ckpt, "spread=1", "sampler.steps=10", f"clip_x_start={clip}", f"out_dir={out}")
         recorded = json.loads(files["record"].read_text())["clip_x_start"]
-        assert recorded == (pytest.approx(1.0) if clip == "true" else None)
+        assert recorded == (pytest.approx(bound) if clip == "true" else None)
     kept = {k: v[..., KEPT] for k, v in runs.items()}
+    lo, hi = (lo, hi) if normalize == "minmax" else (-bound, bound)  # minmax: [-1, 1] is the train's [min, max]
     assert lo - 1e-4 <= kept["true"].min() and kept["true"].max() <= hi + 1e-4
-    assert kept["false"].min() < lo - 1 or kept["false"].max() > hi + 1
+    binds = kept["false"].min() < lo - 0.2 * (hi - lo) or kept["false"].max() > hi + 0.2 * (hi - lo)
+    assert bool(binds) == (bound != max(-float(train.min()), float(train.max())))
     with pytest.raises(ConfigError, match="clip_x_start='yes': expected true or false"):
         _sample(ckpt, "clip_x_start=yes")

@@ -5,6 +5,7 @@ sequences), ``melodies`` (latents decoded by the run's MusicVAE). Every codec ha
 
     fit(datamodule)             take what it needs from the data (shape, latent statistics)
     sample_shape, bounded       what the denoiser and the diffusion are built for
+    clip_value                  where x_0 estimates are clipped when they are (images: 1; latents: the train box)
     decode(x, seed) -> array    model space -> the domain (images in [0, 1], latents, melody events)
     write(x, out_dir, name, seed, latents) -> {kind: path}
     log(x, writer, step)        TensorBoard
