@@ -26,6 +26,11 @@ def compose_config(name: str, overrides: list[str]) -> DictConfig:
         return compose(name, overrides=overrides)
 
 
+def sample_cfg(overrides: list[str]) -> DictConfig:
+    """``sample.py``'s config with ``overrides``."""
+    return compose_config("sample", overrides)
+
+
 def compose_train(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose("train", overrides=overrides)

@@ -15,13 +15,9 @@ from hydra.utils import instantiate
 from ddpm.callbacks.sampling import SampleCallback
 from ddpm.errors import UserError
 from ddpm.sampling import load_checkpoint, restore, sample
-from tests.helpers import compose_config
+from tests.helpers import sample_cfg
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ddpm"
-
-
-def sample_cfg(overrides):
-    return compose_config("sample", overrides)
 
 
 def test_callback_and_sample_py_write_the_same_files(melody_run, tmp_path):

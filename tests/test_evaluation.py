@@ -13,6 +13,7 @@ from ddpm.diffusion import GaussianDiffusion
 from ddpm.evaluation import infill_frames, interpolate_middle, slerp
 from ddpm.samplers import AncestralSampler
 from ddpm.schedules import linear_betas
+from tests.helpers import compose_config, sample_cfg
 
 
 def test_infill_frames_is_the_middle_half():
@@ -130,13 +131,10 @@ def test_infilling_is_conditioned_on_the_kept_frames(one_thread):
 
 
 def test_evaluate_end_to_end_on_a_tiny_run(melody_run, tmp_path, monkeypatch):
-    from hydra import compose, initialize_config_dir
-
     from ddpm import evaluation
     from ddpm.evaluation import evaluate
     from ddpm.module import DiffusionModule
     from ddpm.periods import loop_index
-    from tests.helpers import CONF
 
     _, run = melody_run
     calls = []  # the loops and periods each row hands DiffusionModule.sample
@@ -152,12 +150,11 @@ def test_evaluate_end_to_end_on_a_tiny_run(melody_run, tmp_path, monkeypatch):
     overlaps_of = []  # every set piece_overlaps scores inside build_sets: the ground truth, then real-vs-real draws
     real_overlaps = evaluation.piece_overlaps
     monkeypatch.setattr(evaluation, "piece_overlaps", lambda m: overlaps_of.append(m) or real_overlaps(m))
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose(
-            "evaluate",
-            overrides=[f"ckpt={run / 'last.ckpt'}", "n=4", "real_repeats=2", "bootstrap=20", f"out_dir={tmp_path}"]
-            + ["eval_meters=['4/4']"],  # the tiny MIDI tunes' meter: all of them
-        )
+    cfg = compose_config(
+        "evaluate",
+        [f"ckpt={run / 'last.ckpt'}", "n=4", "real_repeats=2", "bootstrap=20", f"out_dir={tmp_path}"]
+        + ["eval_meters=['4/4']"],  # the tiny MIDI tunes' meter: all of them
+    )
     files = evaluate(cfg)
     assert len(calls) == 2 and calls[1].get("known") is not None  # DDPM, then DDPM infilling
     for kw in calls:  # a period-conditioned network is told the periods of the loops drawn
@@ -202,17 +199,13 @@ def test_evaluate_end_to_end_on_a_tiny_run(melody_run, tmp_path, monkeypatch):
 def quick_table(run, out_dir, *overrides: str) -> dict:
     """``table.json`` of a quick ``evaluate.py`` run of the tiny model's ``last.ckpt`` into ``out_dir``: n=4,
     2 real-vs-real draws, 20 bootstrap resamples, the ``fast`` sampler with 4 steps; ``overrides`` after."""
-    from hydra import compose, initialize_config_dir
-
     from ddpm import evaluation
-    from tests.helpers import CONF
 
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose(
-            "evaluate",
-            overrides=[f"ckpt={run / 'last.ckpt'}", "n=4", "real_repeats=2", "bootstrap=20", "sampler=fast"]
-            + ["sampler.steps=4", f"out_dir={out_dir}", *overrides],
-        )
+    cfg = compose_config(
+        "evaluate",
+        [f"ckpt={run / 'last.ckpt'}", "n=4", "real_repeats=2", "bootstrap=20", "sampler=fast"]
+        + ["sampler.steps=4", f"out_dir={out_dir}", *overrides],
+    )
     evaluation.evaluate(cfg)
     return json.loads((Path(out_dir) / "table.json").read_text())
 
@@ -393,12 +386,9 @@ def test_evaluate_and_sample_never_overwrite_an_earlier_run_and_repaint_keeps_th
 ):
     """Without out_dir, a second evaluation or sampling run writes a new folder (<name>-2) beside the first; the
     RePaint row infills with the DDPM infilling row's guidance unless its spec sets one."""
-    from hydra import compose, initialize_config_dir
-
     from ddpm.evaluation import evaluate
     from ddpm.module import DiffusionModule
     from ddpm.sampling import sample
-    from tests.helpers import CONF
 
     run = tmp_path / "run"  # a copy: the folder names asserted below are this test's alone
     run.mkdir()
@@ -413,12 +403,11 @@ def test_evaluate_and_sample_never_overwrite_an_earlier_run_and_repaint_keeps_th
     repaint = "repaint={_target_: ddpm.samplers.AncestralSampler, resample: 1, jump: 1}"
     folders = []
     for guidance in ("", ", guidance: 0"):
-        with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-            cfg = compose(
-                "evaluate",
-                overrides=[f"ckpt={run / 'last.ckpt'}", "n=4", "real_repeats=2", "bootstrap=20", "name=fresh"]
-                + ["sampler=fast", "sampler.steps=4", repaint[:-1] + guidance + "}"],
-            )
+        cfg = compose_config(
+            "evaluate",
+            [f"ckpt={run / 'last.ckpt'}", "n=4", "real_repeats=2", "bootstrap=20", "name=fresh"]
+            + ["sampler=fast", "sampler.steps=4", repaint[:-1] + guidance + "}"],
+        )
         folders.append(evaluate(cfg)["json"].parent)
     assert folders == [run / "eval" / "fresh", run / "eval" / "fresh-2"]
     assert json.loads((folders[0] / "table.json").read_text())["rows"][0]["n"] == 4  # the first table is kept
@@ -436,15 +425,6 @@ def test_evaluate_and_sample_never_overwrite_an_earlier_run_and_repaint_keeps_th
     assert all(r["temperature"] == 0 and r["period_guidance"] is None for r in settings)  # not period-conditioned
 
 
-def sample_cfg(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-
-    from tests.helpers import CONF
-
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        return compose("sample", overrides=overrides)
-
-
 def test_infill_midi_keeps_the_users_frames_exactly(melody_run, tmp_path):
     from ddpm.music.events import write_midi
     from ddpm.sampling import load_checkpoint, midi_melody, restore, sample
@@ -454,9 +434,10 @@ def test_infill_midi_keeps_the_users_frames_exactly(melody_run, tmp_path):
     events = np.zeros(96, np.int64)  # 3 windows: shorter than the model's 4 frames, so it is looped
     events[::4] = 2 + 60 - 21 + rng.integers(-5, 6, 24)
     song = write_midi(events, tmp_path / "song.mid")
-    cfg = sample_cfg(
+    cfg = compose_config(
+        "sample",
         [f"ckpt={run / 'last.ckpt'}", "n=3", "infill=[1,3]", f"infill_midi={song}", f"out_dir={tmp_path / 'out'}"]
-        + ["sampler=ddim", "sampler.steps=5"]
+        + ["sampler=ddim", "sampler.steps=5"],
     )
     sample(cfg)
     generated = np.load(tmp_path / "out" / "generated.npz")["samples"]
@@ -528,11 +509,8 @@ def test_refill_shared_keeps_equal_frames_equal():
 
 
 def test_evaluate_bad_values_are_user_errors(melody_run, tmp_path):
-    from hydra import compose, initialize_config_dir
-
     from ddpm.errors import UserError
     from ddpm.evaluation import evaluate
-    from tests.helpers import CONF
 
     root, run = melody_run
     other = tmp_path / "other"
@@ -574,8 +552,7 @@ def test_evaluate_bad_values_are_user_errors(melody_run, tmp_path):
         (["midi_dir=[]"], r"midi_dir=\[\]: expected a folder of .mid files or a list of them"),
         (["midi_dir=2024"], "midi_dir=2024: no such folder"),  # a folder name Hydra reads as a number
     ):
-        with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-            cfg = compose("evaluate", overrides=[f"ckpt={run / 'last.ckpt'}", *overrides])
+        cfg = compose_config("evaluate", [f"ckpt={run / 'last.ckpt'}", *overrides])
         with pytest.raises(UserError, match=message):
             evaluate(cfg)
 
@@ -605,7 +582,11 @@ def test_sample_draws_loops_from_the_runs_period_prior(melody_run, tmp_path, cap
     monkeypatch.setattr(
         DiffusionModule, "sample", lambda self, *a, **kw: told.append(kw.get("periods")) or real_sample(self, *a, **kw)
     )
-    sample(sample_cfg([f"ckpt={run / 'last.ckpt'}", "n=24", f"out_dir={out}", "sampler=ddim", "sampler.steps=4"]))
+    sample(
+        compose_config(
+            "sample", [f"ckpt={run / 'last.ckpt'}", "n=24", f"out_dir={out}", "sampler=ddim", "sampler.steps=4"]
+        )
+    )
     periods = json.loads((out / "record.json").read_text())["periods"]
     assert told[0].tolist() == periods
     generated = torch.from_numpy(np.load(out / "generated.npz")["samples"])
@@ -613,8 +594,9 @@ def test_sample_draws_loops_from_the_runs_period_prior(melody_run, tmp_path, cap
     assert set(periods) <= {p for p, q in enumerate(codec.periods.probs.tolist()) if q > 0}
     # loops=false, and a checkpoint from before the prior: free sequences.
     sample(
-        sample_cfg(
-            [f"ckpt={run / 'last.ckpt'}", "n=4", f"out_dir={out}", "loops=false", "sampler=ddim", "sampler.steps=4"]
+        compose_config(
+            "sample",
+            [f"ckpt={run / 'last.ckpt'}", "n=4", f"out_dir={out}", "loops=false", "sampler=ddim", "sampler.steps=4"],
         )
     )
     assert json.loads((out / "record.json").read_text())["periods"] is None
@@ -622,7 +604,9 @@ def test_sample_draws_loops_from_the_runs_period_prior(melody_run, tmp_path, cap
     torch.save(ckpt, tmp_path / "old.ckpt")
     with caplog.at_level("WARNING", logger="ddpm.sampling"):
         sample(
-            sample_cfg([f"ckpt={tmp_path / 'old.ckpt'}", "n=4", f"out_dir={out}", "sampler=ddim", "sampler.steps=4"])
+            compose_config(
+                "sample", [f"ckpt={tmp_path / 'old.ckpt'}", "n=4", f"out_dir={out}", "sampler=ddim", "sampler.steps=4"]
+            )
         )
     assert json.loads((out / "record.json").read_text())["periods"] is None
     assert "holds no period prior" in caplog.text
@@ -670,7 +654,9 @@ def test_infill_track_picks_a_track_of_the_users_file(melody_run, tmp_path):
     assert onsets() == onsets(1) == (list(range(0, 64, 4)), [40, 43] * 8)  # the bass: 16 notes against 4
     assert onsets(0) == ([0, 8, 16, 24, 32, 40, 48, 56], [72, 74, 76, 77] * 2)  # the tune, played again
     _, run = melody_run
-    cfg = sample_cfg([f"ckpt={run / 'last.ckpt'}", "n=2", "infill=[1,3]", f"infill_midi={song}", "infill_track=2"])
+    cfg = compose_config(
+        "sample", [f"ckpt={run / 'last.ckpt'}", "n=2", "infill=[1,3]", f"infill_midi={song}", "infill_track=2"]
+    )
     with pytest.raises(ConfigError, match=r"^infill_track=2: band\.mid: the file has 2 pitched tracks \(0 to 1\)$"):
         sample(cfg)
     cfg = sample_cfg([f"ckpt={run / 'last.ckpt'}", "n=2", "infill=[1,3]", "infill_track=0"])

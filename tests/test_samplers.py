@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from ddpm.diffusion import GaussianDiffusion
@@ -18,7 +17,7 @@ from ddpm.samplers import (
     repaint_schedule,
 )
 from ddpm.schedules import linear_betas
-from tests.helpers import CONF, compose_train
+from tests.helpers import compose_config, compose_train, sample_cfg
 
 
 def conditions() -> list[str]:
@@ -383,8 +382,7 @@ def test_bad_settings_are_value_errors():
 
 @pytest.mark.parametrize("name, cls", [("ancestral", AncestralSampler), ("ddim", DDIMSampler)])
 def test_sampler_group_in_sample_and_train_configs(name, cls, tmp_path):
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose("sample", overrides=["ckpt=x", f"sampler={name}"])
+    cfg = sample_cfg(["ckpt=x", f"sampler={name}"])
     assert isinstance(instantiate(cfg.sampler), cls)
     steps = ["sampler.steps=7"] if name == "ddim" else []
     callback = instantiate(compose_train(["experiment=digits", f"sampler={name}", *steps], tmp_path).callbacks.samples)
@@ -393,17 +391,15 @@ def test_sampler_group_in_sample_and_train_configs(name, cls, tmp_path):
 
 def test_default_samplers_are_fast_sde_dpmpp_and_dpmpp_config_builds(tmp_path):
     callback = instantiate(compose_train([], tmp_path).callbacks.samples).sampler
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        sample_cfg = compose("sample", overrides=["ckpt=x"])
-        evaluate_cfg = compose("evaluate", overrides=["ckpt=x"])
-        dpm = instantiate(compose("sample", overrides=["ckpt=x", "sampler=dpmpp_2m"]).sampler)
-    for fast in (callback, instantiate(sample_cfg.sampler)):
+    sample_config, evaluate_cfg = sample_cfg(["ckpt=x"]), compose_config("evaluate", ["ckpt=x"])
+    dpm = instantiate(sample_cfg(["ckpt=x", "sampler=dpmpp_2m"]).sampler)
+    for fast in (callback, instantiate(sample_config.sampler)):
         assert isinstance(fast, DPMSolverPP2MSampler) and (fast.steps, fast.sde) == (40, True)
         assert fast.evaluations(GaussianDiffusion(betas(1000))) == 40
         assert fast.evaluations(GaussianDiffusion(betas(25))) == 25  # at most T: works for any model
     assert isinstance(instantiate(evaluate_cfg.sampler), AncestralSampler)  # the reference
     # infilling with reconstruction guidance, weight 4, whatever the sampler (README, "Samplers")
-    weights = {instantiate(c.sampler).guidance for c in (sample_cfg, evaluate_cfg)}
+    weights = {instantiate(c.sampler).guidance for c in (sample_config, evaluate_cfg)}
     assert weights | {callback.guidance, dpm.guidance} == {4.0}
     assert isinstance(dpm, DPMSolverPP2MSampler) and dpm.steps == 20 and not dpm.sde
     for explicit in (DDIMSampler(40), DPMSolverPP2MSampler(40, sde=True)):  # without at_most_T: still an error
@@ -543,8 +539,7 @@ def test_sample_py_uses_and_records_the_sampler(melody_run, tmp_path):
     ckpt = melody_run[1] / "last.ckpt"
 
     def cfg(*overrides):
-        with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-            return compose("sample", overrides=[f"ckpt={ckpt}", "n=2", f"out_dir={tmp_path}", *overrides])
+        return sample_cfg([f"ckpt={ckpt}", "n=2", f"out_dir={tmp_path}", *overrides])
 
     record = json.loads(sample(cfg())["record"].read_text())  # the default: sampler=fast, at most T (10) steps
     assert record["sampler"] == {
