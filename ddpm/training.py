@@ -126,6 +126,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     codec = build(cfg.codec, "codec")
     codec.fit(datamodule)
     module = build_model(cfg, codec)
+    warn_if_unclipped(module.diffusion)
     if cfg.get("compile"):  # in place: parameter names and checkpoints stay those of the plain model
         module.denoiser.compile()
     nodes = cfg.get("callbacks") or {}
@@ -142,6 +143,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
         raise NonFiniteLossError(f"{e}. The last good checkpoint is {last or 'not written yet'}") from None
     warn_if_time_limited(trainer, cfg)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def warn_if_unclipped(diffusion, lowest: float = 1e-6) -> None:
+    """Say so when the schedule ends with almost no signal (alpha_bar_T < ``lowest``: the cosine schedule's
+    2.4e-9, not Ho's 4e-5 or Mittal's 6.6e-3) and x_0 estimates are not clipped: the first steps divide the
+    network's eps error by sqrt(alpha_bar_T), and the samples blow up (README, "Clipping")."""
+    end = float(diffusion.alphas_cumprod[-1])
+    if not diffusion.clip_x_start and end < lowest:
+        log.warning(
+            "the noise schedule ends at alpha_bar_T = %.1e and diffusion.clip_x_start is off: unclipped x_0 "
+            "estimates of the first steps will blow the samples up; train with diffusion.clip_x_start=true",
+            end,
+        )
 
 
 def warn_if_time_limited(trainer: L.Trainer, cfg: DictConfig) -> None:

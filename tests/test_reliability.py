@@ -105,3 +105,26 @@ def test_musicvae_file_is_loaded_safely(tmp_path):
     with pytest.raises(CheckpointError, match="write_latents"):
         load_musicvae(path)
     assert not marker.exists()
+
+
+def test_training_warns_when_a_schedule_with_no_signal_left_is_not_clipped(tmp_path, caplog):
+    """The cosine schedule ends at alpha_bar_T ~ 1e-9 (its last beta clipped to 0.999): unclipped, its samples
+    blow up (README, "Clipping"). Ho's (4.0e-5) and Mittal's (6.6e-3) schedules, or a clip, need no warning."""
+    from ddpm.diffusion import GaussianDiffusion
+    from ddpm.schedules import cosine_betas, linear_betas, mittal_betas
+    from ddpm.training import warn_if_unclipped
+
+    cosine = ["diffusion.betas._target_=ddpm.schedules.cosine_betas", "diffusion.betas.timesteps=1000"]
+    cosine += ["trainer.max_epochs=1"]  # at T = 10 the cosine schedule ends at 2.5e-5
+    with caplog.at_level("WARNING", logger="ddpm.training"):
+        train(compose_train([*TINY, *cosine, "diffusion.clip_x_start=false"], tmp_path / "unclipped"))
+    assert "diffusion.clip_x_start is off: unclipped x_0 estimates" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ddpm.training"):
+        warn_if_unclipped(GaussianDiffusion(cosine_betas(1000), clip_x_start=True))
+        warn_if_unclipped(GaussianDiffusion(linear_betas(1000)))
+        warn_if_unclipped(GaussianDiffusion(mittal_betas(1000)))
+    assert caplog.text == ""
+    with caplog.at_level("WARNING", logger="ddpm.training"):
+        warn_if_unclipped(GaussianDiffusion(cosine_betas(1000)))
+    assert "alpha_bar_T = 2.4e-09" in caplog.text
