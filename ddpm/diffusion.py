@@ -45,8 +45,8 @@ class GaussianDiffusion(nn.Module):
             ``noise_level_scale``.
         sigma: reverse-process variance, ``posterior`` (beta tilde_t, eq. 7) or ``beta`` (beta_t).
         clip_x_start: clamp the predicted x_0 to ``[-clip_value, clip_value]`` while sampling
-            (``build_model`` takes the bound from the codec: 1 for images, the box that holds the train
-            split for latents, where it is off unless asked for).
+            (``build_model`` takes the bound from the config's ``clip_value`` if given, else from the codec: 1
+            for images, the box that holds the train split for latents, where clipping is off unless asked for).
         loss_weight: ``eps``: the simplified objective, every step alike (Ho et al.); ``v``: each step's
             eps error weighted by 1 / alpha_bar_t, which is the error of v = sqrt(alpha_bar) eps -
             sqrt(1 - alpha_bar) x_0 (Salimans & Ho 2022) of the same network: the noisy steps, where

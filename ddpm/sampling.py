@@ -80,8 +80,8 @@ def set_overrides(cfg: DictConfig, module, codec) -> None:
     """The sampling-time choices that ``sample.py`` and ``evaluate.py`` share: ``refill`` (how dropped
     latent dims are filled), ``spread`` (``ddpm.calibration``; 1: none), ``period_guidance``
     (``ddpm.periods.PeriodGuided``), ``temperature`` (MusicVAE decoding, 0: greedy), ``clip_x_start`` (x_0
-    estimates clipped to the codec's ``clip_value``) and, for ``sample.py``, ``render_n`` (samples rendered to
-    WAV and drawn); null keeps the run's."""
+    estimates clipped to the run's ``diffusion.clip_value``, by default the codec's) and, for ``sample.py``,
+    ``render_n`` (samples rendered to WAV and drawn); null keeps the run's."""
     for key in ("temperature", "render_n"):  # melody runs: MusicVAE decoding, samples rendered
         value = cfg.get(key)
         if value is not None:

@@ -106,8 +106,8 @@ def refuse_early(cfg: DictConfig) -> str | None:
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).is_file():
         raise CheckpointError(f"ckpt_path={ckpt_path}: no such file (resume from a run folder's last.ckpt)")
-    bound = cfg.diffusion.get("clip_value")  # build_model's clipping comes from the codec; a bound given is checked
-    build(cfg.diffusion, "diffusion", clip_x_start=False, clip_value=1.0 if bound is None else bound)
+    clip, bound = cfg.diffusion.get("clip_x_start"), cfg.diffusion.get("clip_value")  # null: the codec's, later
+    build(cfg.diffusion, "diffusion", clip_x_start=clip or False, clip_value=1.0 if bound is None else bound)
     return ckpt_path
 
 

@@ -241,14 +241,25 @@ def test_evaluate_draws_average_the_ddpm_row_over_seeded_sample_sets(melody_run,
     assert len({rows["DDPM"]["pitch_consistency"] for rows in single}) == 3  # the sets differ
 
 
-def test_evaluate_clip_x_start_clips_to_the_runs_box_and_records_it(melody_run, tmp_path):
+def test_evaluate_clip_x_start_clips_to_the_runs_box_and_records_it(melody_run, tmp_path, monkeypatch):
+    from ddpm.module import DiffusionModule
     from ddpm.sampling import load_checkpoint, restore
 
     _, run = melody_run
     box = restore(load_checkpoint(run / "last.ckpt"))[1].clip_value  # the tiny run's `centered` train box
-    tables = {
-        clip: quick_table(run, tmp_path / clip, "infill=false", f"clip_x_start={clip}") for clip in ("true", "false")
-    }
+    seen = []  # (clip_x_start, clip_value) of the diffusion each row samples with
+    real_sample = DiffusionModule.sample
+    monkeypatch.setattr(
+        DiffusionModule,
+        "sample",
+        lambda self, *a, **kw: (
+            seen.append((self.diffusion.clip_x_start, self.diffusion.clip_value)) or real_sample(self, *a, **kw)
+        ),
+    )
+    tables = {}
+    for clip in ("true", "false"):
+        tables[clip] = quick_table(run, tmp_path / clip, "infill=false", f"clip_x_start={clip}")
+    assert seen == [(True, pytest.approx(box)), (False, pytest.approx(box))]  # one DDPM row each
     assert box != 1 and tables["true"]["meta"]["clip_x_start"] == pytest.approx(box)
     assert tables["false"]["meta"]["clip_x_start"] is None
 
