@@ -27,6 +27,12 @@ def make_shards(root, n_train=(5, 4, 3), n_eval=(3, 2), shape=SHAPE, seed=0):
     return out["train"], out["eval"]
 
 
+def write_shards(root, train, evals=None):
+    """One shard per split holding exactly these latents (the eval split: ``train`` again unless given)."""
+    write_latents(root / "train-0.tfrecord", np.asarray(train, np.float32))
+    write_latents(root / "eval-0.tfrecord", np.asarray(train if evals is None else evals, np.float32))
+
+
 def test_records_read_back_exactly(tmp_path):
     train, evals = make_shards(tmp_path)
     dm = LatentDataModule(str(tmp_path), input_shape=SHAPE, normalize=False)
@@ -245,30 +251,17 @@ def test_write_samples_npz_and_mittal_pickle(tmp_path):
 
 def test_unrepeated_sampler_length_is_what_it_yields():
     """DataLoader and Lightning size the eval epoch by ``len(sampler)``: it must count rank r's own indices."""
-    from ddpm.data.mvae import UnrepeatedSampler
-
     data = list(range(11))
     samplers = [UnrepeatedSampler(data, 3, r) for r in range(3)]
     assert [list(s) for s in samplers] == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8]]
     assert [len(s) for s in samplers] == [4, 4, 3]
 
 
-def _shards(root, train, evals=None):
-    from ddpm.io.tfrecords import write_latents
-
-    write_latents(root / "train-0.tfrecord", np.asarray(train, np.float32))
-    write_latents(root / "eval-0.tfrecord", np.asarray(train if evals is None else evals, np.float32))
-
-
 def test_latent_data_refuses_repeated_dims_and_a_constant_train_split_and_takes_every_frame(tmp_path):
-    from ddpm.data.mvae import LatentDataModule
-    from ddpm.errors import ConfigError
-    from ddpm.io.tfrecords import RecordError
-
     with pytest.raises(ConfigError, match=r"slice_dims: expected distinct indices in \[0, 4\), got 3 entries"):
         LatentDataModule(str(tmp_path), input_shape=(6, 4), slice_dims=[1, 2, 1])
     assert LatentDataModule(str(tmp_path), input_shape=(6, 4), seq_len=6).sample_shape == (6, 4)  # all frames
-    _shards(tmp_path, np.full((3, 6, 4), 0.5))
+    write_shards(tmp_path, np.full((3, 6, 4), 0.5))
     with pytest.raises(RecordError, match=r"is constant \(0.5\); cannot normalize"):
         LatentDataModule(str(tmp_path), input_shape=(6, 4)).setup("fit")
     plain = LatentDataModule(str(tmp_path), input_shape=(6, 4), normalize="none")
@@ -277,10 +270,8 @@ def test_latent_data_refuses_repeated_dims_and_a_constant_train_split_and_takes_
 
 
 def test_latent_train_loader_shuffles_and_the_limit_stops_at_the_first_shard(tmp_path):
-    from ddpm.data.mvae import LatentDataModule
-
     train = np.arange(16, dtype=np.float32)[:, None, None] * np.ones((1, 2, 3), np.float32)  # record i: all i
-    _shards(tmp_path, train)
+    write_shards(tmp_path, train)
     dm = LatentDataModule(str(tmp_path), input_shape=(2, 3), normalize="none", batch_size=16)
     dm.setup("fit")
     torch.manual_seed(0)
@@ -298,7 +289,7 @@ def test_bound_is_the_box_that_holds_the_train_split(tmp_path, normalize):
     rng = np.random.default_rng(4)
     offsets, scales = rng.normal(0, 3, SHAPE[1]), rng.uniform(0.3, 2.0, SHAPE[1])
     train = (rng.normal(0, 1, (40, *SHAPE)) * scales + offsets).astype(np.float32)
-    _shards(tmp_path, train)
+    write_shards(tmp_path, train)
     dm = LatentDataModule(str(tmp_path), input_shape=SHAPE, normalize=normalize)
     dm.setup("fit")
     x = dm.train_set.tensors[0].abs().max().item()
