@@ -167,6 +167,41 @@ def test_repetition_finds_copied_bars_and_the_loop_period():
     assert stats["loops"] == 0.5 and stats["repeated_bars"] == pytest.approx(26 / 64)
 
 
+def test_repetition_compares_notes_not_event_strings(tmp_path):
+    """Bars and loops are compared by their notes (onset, pitch, length cut at the bar or stretch end), so
+    how a stretch before a bar's first onset is written does not count, and a MIDI round trip keeps both."""
+    from ddpm.music.events import pad_with_rest, read_midi, write_midi
+    from ddpm.music.scoring import repetition
+
+    rng = np.random.default_rng(1)
+    bars = rng.integers(2, 40, size=(32, 16))
+    bars[:, 8:] = 0
+    bars[:, 8] = NOTE_OFF  # each bar: 8 onsets, then rest
+    copy = bars.copy()
+    copy[7] = copy[3]
+    copy[7, 12] = NOTE_OFF  # a second note-off in the same rest: the same notes
+    assert repetition(copy.reshape(-1))[0] == pytest.approx(1 / 32)
+    copy[7, 8] = 0  # its last onset now lasts to the bar's end: another note
+    assert repetition(copy.reshape(-1))[0] == 0
+    tune = bars[:5].copy()
+    tune[0, 0], tune[4, 8:] = NOTE_OFF, 0  # opens with an off in silence; its last note is held to its end
+    looped = np.resize(tune, (32, 16))  # from the second copy on that off ends the held note: a loop all the same
+    assert repetition(looped.reshape(-1))[1] == 5
+    path = write_midi(looped.reshape(-1), tmp_path / "loop.mid")  # a MIDI file keeps the notes, not the offs
+    back = pad_with_rest(read_midi(path)[0], 512)
+    assert back.tolist() != looped.reshape(-1).tolist()
+    assert repetition(back) == repetition(looped.reshape(-1)) == (pytest.approx(27 / 32), 5)
+    pickup = bars[:6].copy()
+    pickup[0, :4], pickup[5, 8:] = 0, 0  # a pickup rest that, played again, holds the last note over it
+    assert repetition(np.resize(pickup, (32, 16)).reshape(-1))[1] == 6
+    four = pickup[:4].copy()
+    four[3, 8:] = 0  # 8 copies: the melody ends on a held note, which its copies hold over the next pickup
+    assert repetition(np.resize(four, (32, 16)).reshape(-1)) == (pytest.approx(28 / 32), 4)
+    shorter = np.resize(pickup, (32, 16))
+    shorter[30, 2] = NOTE_OFF  # the last copy's held-over note ends inside its pickup: a shorter note, no loop
+    assert repetition(shorter.reshape(-1)) == (pytest.approx(26 / 32), 0)  # its bars still copy note for note
+
+
 def test_adjacent_frames_are_the_ones_compared():
     # bar k: four quarter notes of pitch 60 + k. Frames 0 and 1 (bars 0-3, 2-5) are N(61.5, 1.25) and N(63.5, 1.25):
     # equal variances, so their OA is 2 Phi(-2 / (2 sqrt 1.25)); frames 0 and 2 would give 2 Phi(-4 / (2 sqrt 1.25))

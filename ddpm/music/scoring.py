@@ -5,8 +5,8 @@ Consistency and Variance for pitch and duration, with bootstrap intervals), late
 distance and MMD in the active dimensions (``ddpm.metrics``), and three melody statistics: notes
 per bar, the total-variation distance between pitch-class histograms, and the share of notes
 outside each melody's prevailing major key; and two measures of literal repetition, which the OA
-figures reward: the share of bars that copy an earlier bar of the same melody, and the share of
-melodies that are a loop (the whole melody repeats itself after ``p <= LOOP_MAX_BARS`` bars).
+figures reward: the share of bars that copy an earlier bar of the same melody note for note, and the
+share of melodies that are a loop (the whole melody repeats itself after ``p <= LOOP_MAX_BARS`` bars).
 """
 
 import json
@@ -17,39 +17,42 @@ import numpy as np
 
 from ddpm.io.atomic import atomic_path, atomic_write_text
 from ddpm.metrics import frechet_distance, mmd_rbf
-from ddpm.music.events import NOTE_OFF, events_to_notes
+from ddpm.music.events import events_to_notes
 from ddpm.music.similarity import bootstrap_consistency_variance, consistency_variance, piece_overlaps
 
 MAJOR = np.array([0, 2, 4, 5, 7, 9, 11])
 OA_COLUMNS = ("pitch_consistency", "pitch_variance", "duration_consistency", "duration_variance")
 MMD_FRAMES = 1024  # frames per set in the MMD (its kernel matrix is quadratic in this)
 STEPS_PER_BAR = 16
-FIRST_NOTE_ON = NOTE_OFF + 1  # event classes from here on are note onsets
 LOOP_MAX_BARS = 28  # a loop repeats at least one 4-bar frame
 
 
 def repetition(melody: np.ndarray) -> tuple[float, int]:
     """(share of the bars with an onset that equal an earlier bar, the loop period in bars or 0).
 
-    The period is the smallest ``p <= LOOP_MAX_BARS`` with ``melody[p bars:] == melody[:-p bars]``:
-    a looped short tune (the prepare stage fills 32 bars so) has one, most composed 32 bars do not.
+    Bars are compared note for note, as the OA metric reads them: the notes whose onset is in the bar, each
+    with its pitch, its onset in the bar and its length cut at the bar's end. So how a stretch before the
+    first onset is written (a rest, a note held from before, a note-off in silence, which a MusicVAE may
+    decode and a MIDI file cannot keep) does not tell two bars apart. The period is the smallest
+    ``p <= LOOP_MAX_BARS`` with the notes from bar p on those from bar 0, each cut at the same distance from
+    its stretch's end: a looped short tune (the prepare stage fills 32 bars so) has one, most composed 32
+    bars do not.
     """
-    bars = melody.reshape(-1, STEPS_PER_BAR)
-    sounding = [b for b in bars if (b >= FIRST_NOTE_ON).any()]
-    seen, copies = set(), 0
-    for bar in sounding:
-        copies += bar.tobytes() in seen
-        seen.add(bar.tobytes())
+    notes = np.array([(n.start, n.pitch, n.end) for n in events_to_notes(melody)], np.int64).reshape(-1, 3)
+    start, pitch, end = notes.T
+    bar = start // STEPS_PER_BAR
+    length = np.minimum(end, (bar + 1) * STEPS_PER_BAR) - start
+    bars = [np.stack([start - k * STEPS_PER_BAR, pitch, length])[:, bar == k].tobytes() for k in np.unique(bar)]
+    copies = len(bars) - len(set(bars))
     steps = len(melody)
-    period = next(
-        (
-            p
-            for p in range(1, LOOP_MAX_BARS + 1)
-            if np.array_equal(melody[p * STEPS_PER_BAR :], melody[: steps - p * STEPS_PER_BAR])
-        ),
-        0,
-    )
-    return copies / max(len(sounding), 1), period
+
+    def repeats_after(shift: int) -> bool:
+        head = notes[start < steps - shift]
+        head[:, 2] = np.minimum(head[:, 2], steps - shift)  # cut where the shifted stretch ends
+        return np.array_equal(head, notes[start >= shift] - [shift, 0, shift])
+
+    period = next((p for p in range(1, LOOP_MAX_BARS + 1) if repeats_after(p * STEPS_PER_BAR)), 0)
+    return copies / max(len(bars), 1), period
 
 
 @dataclass
