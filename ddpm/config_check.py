@@ -50,6 +50,7 @@ INTEGER = {
     "num_workers": (0, None),
     "patience": (0, None),
     "seed": (0, 2**32 - 1),
+    "split_seed": (0, 2**32 - 1),
     "port": (0, 65535),
 }
 REAL = {

@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm.codecs.melodies import MelodyCodec
+from ddpm.config_check import check_values
 from ddpm.errors import MissingFileError, UserError
 from ddpm.io.atomic import new_folder
 from ddpm.module import step_seed
@@ -34,6 +35,7 @@ from ddpm.sampling import (
     draw_loops,
     eval_latents,
     load_checkpoint,
+    resolve_device,
     restore,
     set_overrides,
 )
@@ -85,8 +87,10 @@ def _check(cfg: DictConfig) -> None:
         raise UserError(f"n={cfg.n}: expected at least 4 sequences to score")
     for folder in midi_dirs(cfg):  # before the checkpoint and the data are read
         _midi_folder_files(folder, int(cfg.n))
-    if cfg.device != "cpu" and not torch.cuda.is_available() and str(cfg.device).startswith("cuda"):
-        raise UserError(f"device={cfg.device}: no CUDA device is available here (use device=cpu)")
+    check_values({"split_seed": cfg.get("split_seed")})  # as the command line is
+    if cfg.get("sigma") not in (None, "posterior", "beta"):
+        raise UserError(f"sigma={cfg.sigma!r}: expected posterior (beta tilde) or beta (null: the run's)")
+    resolve_device(str(cfg.device))
 
 
 def build_sets(
@@ -353,8 +357,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Path]:
     if cfg.get("sigma"):  # sampling-time choices, for measuring them on one trained model
         module.diffusion.set_sigma(cfg.sigma)
     set_overrides(cfg, module, codec)
-    module.to(torch.device(cfg.device))
-    codec.to(torch.device(cfg.device))
+    device = resolve_device(str(cfg.device))
+    module.to(device)
+    codec.to(device)
     sampler = build_sampler(cfg.sampler, module.diffusion)
     start = time.perf_counter()
     train = None

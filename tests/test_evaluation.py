@@ -562,6 +562,10 @@ def test_evaluate_bad_values_are_user_errors(melody_run, tmp_path):
         (["midi_dir=true"], "midi_dir=True: expected a folder of .mid files or a list of them"),
         (["midi_dir=[]"], r"midi_dir=\[\]: expected a folder of .mid files or a list of them"),
         (["midi_dir=2024"], "midi_dir=2024: no such folder"),  # a folder name Hydra reads as a number
+        (["sigma=foo"], "sigma='foo': expected posterior .beta tilde. or beta"),
+        (["split_seed=-1"], r"split_seed=-1: expected an integer >= 0"),
+        (["device=foo"], "device='foo': expected cpu, cuda or cuda:<index>"),
+        (["device=meta"], "device=meta: expected cpu, cuda or cuda:<index>"),
     ):
         cfg = compose_config("evaluate", [f"ckpt={run / 'last.ckpt'}", *overrides])
         with pytest.raises(UserError, match=message):

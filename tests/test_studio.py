@@ -204,6 +204,7 @@ def test_the_serve_configs_sampler_is_the_pages_default(studio):
     samplers = load_samplers(ROOT / "conf" / "sampler")
     fast = type(studio)(studio.module, studio.codec, samplers, check_overrides("serve", []).sampler)  # serve.py's own
     assert fast.default_sampler == "fast" and fast.samplers["ddim"].eta == 0.0  # ddim itself untouched
+    assert list(fast.info()["samplers"]) == ["fast", "ancestral", "ddim", "dpmpp_2m", "dpmpp_2m_sde"]  # the menu
     ddim7 = OmegaConf.merge(samplers["ddim"], {"steps": 7})
     custom = type(studio)(studio.module, studio.codec, samplers, ddim7)
     assert custom.default_sampler == "ddim" and custom.default_steps("ddim") == 7
@@ -211,6 +212,19 @@ def test_the_serve_configs_sampler_is_the_pages_default(studio):
         changed = OmegaConf.merge(samplers[name], {"steps": 7})
         custom = type(studio)(studio.module, studio.codec, load_samplers(ROOT / "conf" / "sampler"), changed)
         assert custom.default_sampler == name and custom.default_steps(name) == 7
+
+
+@pytest.mark.parametrize("device", ["foo", "meta"])
+def test_a_device_this_machine_lacks_is_refused_before_the_checkpoint_is_read(tmp_path, device):
+    from omegaconf import OmegaConf
+
+    from ddpm.errors import ConfigError
+    from ddpm.studio.server import load_studio
+
+    (tmp_path / "x.ckpt").write_bytes(b"not read")
+    cfg = OmegaConf.create({"ckpt": str(tmp_path / "x.ckpt"), "device": device, "sampler": None})
+    with pytest.raises(ConfigError, match=f"device='?{device}'?: expected cpu, cuda or cuda:<index>"):
+        load_studio(cfg, ROOT / "conf" / "sampler")
 
 
 def test_a_model_that_is_not_a_melody_model_is_refused(studio):

@@ -58,7 +58,7 @@ class Studio:
         codec,
         samplers: dict[str, DictConfig] | None = None,
         default_sampler: DictConfig | None = None,
-        device: str = "cpu",
+        device: str | torch.device = "cpu",
         name: str = "",
         eval_dir: str | Path | None = None,
     ):
@@ -73,6 +73,8 @@ class Studio:
         self.steps = self.frames * WINDOW_STEPS
         self.samplers = dict(samplers or {})
         self.default_sampler = self._default_name(default_sampler)
+        if self.samplers:  # the page's menu lists the default first
+            self.samplers = {self.default_sampler: self.samplers.pop(self.default_sampler), **self.samplers}
         self.lock = threading.Lock()
         self._eval: list[Melody] | None = None
 

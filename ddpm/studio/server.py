@@ -18,13 +18,14 @@ def load_studio(cfg: DictConfig, sampler_dir: str | Path):
             f"ckpt={path}: no such file (expected a melody checkpoint: checkpoints/melody.ckpt as shipped, "
             "or ckpt=outputs/<run>/last.ckpt of a train.py run)"
         )
-    from ddpm.sampling import load_checkpoint, restore
+    from ddpm.sampling import load_checkpoint, resolve_device, restore
     from ddpm.studio.engine import Studio, load_samplers
 
+    device = resolve_device(str(cfg.device))  # cpu, or a GPU this machine has
     ckpt = load_checkpoint(path)  # CheckpointError is a UserError
     module, codec = restore(ckpt, path)
     eval_dir = (ckpt["run_config"].get("data") or {}).get("dir")
-    return Studio(module, codec, load_samplers(sampler_dir), cfg.get("sampler"), cfg.device, path.name, eval_dir)
+    return Studio(module, codec, load_samplers(sampler_dir), cfg.get("sampler"), device, path.name, eval_dir)
 
 
 def bind(host: str, port: int) -> socket.socket:
