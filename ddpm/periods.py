@@ -15,6 +15,7 @@ Framework-free (torch only), like ``ddpm/samplers.py``.
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -133,6 +134,16 @@ class Looped:
         x_start = repeat_frames(x_start, self.index)
         looped = self.looped.to(x_t.device).reshape(-1, *((1,) * (x_t.ndim - 1)))
         return torch.where(looped, (x_t - ab.sqrt() * x_start) / (1 - ab).sqrt(), eps)  # free ones: untouched
+
+
+def kept_sources(keep: Tensor, index: Tensor | None, batch: int) -> np.ndarray:
+    """Per sequence and frame, the kept frame whose own notes it holds after infilling, or -1: a kept frame
+    its own, a generated frame that a loop makes a copy of a kept frame (``index``, as ``infill_loops``
+    gives it; None: no loops) that frame, the other generated frames -1. ``keep`` [frames] bool -> [B, frames]."""
+    keep = keep.cpu().bool()
+    own = torch.arange(len(keep)).repeat(batch, 1)
+    source = own if index is None else index.cpu()
+    return torch.where(keep[own], own, torch.where(keep[source], source, -1)).numpy()
 
 
 def repeat_frames(x: Tensor, index: Tensor) -> Tensor:

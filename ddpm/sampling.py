@@ -19,7 +19,7 @@ from ddpm.errors import ConfigError, MissingFileError, UserError
 from ddpm.io.atomic import atomic_write_text, new_folder
 from ddpm.legacy import upgrade_checkpoint
 from ddpm.module import step_seed
-from ddpm.periods import infill_loops, loop_index, repeat_frames
+from ddpm.periods import infill_loops, kept_sources, loop_index, repeat_frames
 from ddpm.samplers import Sampler
 from ddpm.training import build_model
 
@@ -287,12 +287,20 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
         latents[:, keep] = originals[:, keep]
         if loops is not None:  # and the copies of kept frames in the regenerated ones (ddpm.periods)
             latents = repeat_frames(torch.from_numpy(latents), loops).numpy()
+    generated_notes = original_notes = {}  # infill_midi: the notes to write instead of the decoded latents'
+    if midi:  # the user's own notes where they are kept or a loop copies them, not the MusicVAE's reconstruction
+        from ddpm.music.events import WINDOW_STEPS, splice_frames
+
+        source = midi_melody(midi, codec.sample_shape[0] * WINDOW_STEPS, track)
+        ties = kept_sources(mask[0, :, 0], loops, cfg.n)
+        generated_notes = {"melodies": splice_frames(codec.melodies_from_latents(latents), source, ties)}
+        original_notes = {"melodies": np.repeat(source[None], cfg.n, axis=0)}
     # out_dir= is the folder itself; the default is a new one beside the checkpoint, never an earlier run's
     default = ckpt_path.parent / "samples" / f"{ckpt_path.stem}_seed{cfg.seed}"
     out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else new_folder(default)
-    files = codec.write(samples, out_dir, "generated", seed=cfg.seed, latents=latents)
+    files = codec.write(samples, out_dir, "generated", seed=cfg.seed, latents=latents, **generated_notes)
     if known is not None:
-        originals_files = codec.write(known, out_dir, "original", latents=originals)
+        originals_files = codec.write(known, out_dir, "original", latents=originals, **original_notes)
         files.update({f"original_{k}": v for k, v in originals_files.items()})
     record = {
         "checkpoint": str(ckpt_path.resolve()),

@@ -437,7 +437,7 @@ def test_evaluate_and_sample_never_overwrite_an_earlier_run_and_repaint_keeps_th
 
 
 def test_infill_midi_keeps_the_users_frames_exactly(melody_run, tmp_path):
-    from ddpm.music.events import write_midi
+    from ddpm.music.events import pad_with_rest, read_midi, write_midi
     from ddpm.sampling import load_checkpoint, midi_melody, restore, sample
 
     _, run = melody_run
@@ -460,6 +460,13 @@ def test_infill_midi_keeps_the_users_frames_exactly(melody_run, tmp_path):
     assert not np.allclose(generated[:, 1:3], original[:, 1:3])
     looped = midi_melody(song, 128)
     np.testing.assert_array_equal(looped[96:], looped[:32])  # played again from the start
+    for k in range(3):  # the MIDI files: the user's own notes in the kept bars, not the MusicVAE's reconstruction
+        back = pad_with_rest(read_midi(tmp_path / "out" / f"generated_{k:03d}.mid")[0], 128)
+        np.testing.assert_array_equal(back[np.r_[0:32, 96:128]], looped[np.r_[0:32, 96:128]])
+        original = pad_with_rest(read_midi(tmp_path / "out" / f"original_{k:03d}.mid")[0], 128)
+        np.testing.assert_array_equal(original, looped)
+    decoded = codec.melodies_from_latents(generated)
+    assert not np.array_equal(decoded[:, np.r_[0:32, 96:128]], np.stack([looped[np.r_[0:32, 96:128]]] * 3))
 
 
 def test_infill_midi_bad_file_is_a_user_error(melody_run, tmp_path):

@@ -14,9 +14,10 @@ import torch
 from scipy.io import wavfile
 
 from ddpm.errors import UserError
-from ddpm.music.events import WINDOW_STEPS, read_midi, write_midi
+from ddpm.music.events import WINDOW_STEPS, read_midi, splice_frames, write_midi
+from ddpm.periods import kept_sources
 from ddpm.studio.interpolation import slerp
-from ddpm.studio.melodies import bars_to_frames, fit_length, read_upload, splice
+from ddpm.studio.melodies import bars_to_frames, fit_length, read_upload
 from tests.helpers import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,13 +150,19 @@ def test_bar_ranges_snap_to_whole_frames():
             bars_to_frames(first, last, 4)
 
 
-def test_splice_keeps_the_source_outside_the_new_frames():
-    source, new = melody_events(4), np.stack([melody_events(4, s) for s in (1, 2)])
-    out = splice(source, new, 1, 3)
-    assert np.array_equal(out[:, :32], np.stack([source[:32]] * 2)) and np.array_equal(
-        out[:, 96:], np.stack([source[96:]] * 2)
-    )
-    assert np.array_equal(out[:, 32:96], new[:, 32:96])
+def test_infilled_frames_take_the_sources_own_notes_where_kept_or_copied_by_a_loop():
+
+    keep = torch.tensor([1, 0, 0, 1, 1, 0], dtype=torch.bool)  # frames 0, 3, 4 kept
+    index = torch.tensor([[0, 1, 2, 3, 4, 5], [0, 4, 2, 0, 4, 2]])  # sequence 1 loops with period 3 (infill_loops)
+    sources = kept_sources(keep, index, 2)
+    assert sources.tolist() == [[0, -1, -1, 3, 4, -1], [0, 4, -1, 3, 4, -1]]  # frame 1 of sequence 1 copies 4
+    assert kept_sources(keep, None, 2).tolist() == [[0, -1, -1, 3, 4, -1]] * 2
+    source, new = melody_events(6), np.stack([melody_events(6, s) for s in (1, 2)])
+    out = splice_frames(new, source, sources).reshape(2, 6, WINDOW_STEPS)
+    windows, new = source.reshape(6, WINDOW_STEPS), new.reshape(2, 6, WINDOW_STEPS)
+    for i, row in enumerate(sources):
+        for f, k in enumerate(row):
+            assert np.array_equal(out[i, f], windows[k] if k >= 0 else new[i, f])
 
 
 def test_an_upload_is_read_from_the_bar_of_its_first_note_not_its_2_bar_window(tmp_path):
@@ -517,6 +524,16 @@ def test_infill_keeps_every_frame_but_the_asked_ones_and_conditions_on_the_sourc
     assert mask.shape == known.shape == (2, 4, known.shape[-1])
     assert mask[:, :, 0].tolist() == [[1, 0, 0, 1]] * 2  # 1: keep, 0: regenerate (frames 1 and 2)
     torch.testing.assert_close(known, studio.codec.encode(source[None]).repeat(2, 1, 1))
+    windows, out = source.reshape(4, WINDOW_STEPS), out.reshape(2, 4, WINDOW_STEPS)
+    np.testing.assert_array_equal(out[:, [0, 3]], np.stack([windows[[0, 3]]] * 2))  # the source's own notes
+    looped = np.tile(source[:64], 2)  # frames A B A B: kept 0, 2, 3 show a loop of 2 frames, so new frame 1 is B
+    out = studio.infill(looped, (1, 2), 2, 1, "ddim", 3, 0.0, no_progress).reshape(2, 4, WINDOW_STEPS)
+    ties = kept_sources(seen["mask"][0, :, 0], seen["loops"], 2)
+    assert ties.tolist() == [[0, 3, 2, 3]] * 2
+    for variant, row in zip(out, ties):
+        for f, k in enumerate(row):
+            if k >= 0:  # kept, or a loop's copy of a kept frame: the source's own notes, not the MusicVAE's
+                np.testing.assert_array_equal(variant[f], looped.reshape(4, WINDOW_STEPS)[k])
 
 
 def test_generate_draws_what_sample_py_draws_with_the_same_seed(studio, melody_run, monkeypatch, tmp_path):

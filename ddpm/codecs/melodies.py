@@ -98,14 +98,18 @@ class MelodyCodec(LatentCodec):
         """Melodies ``[n, frames * 32]`` -> model space ``[n, frames, kept dims]``, as training data."""
         return self.to_model(self.encode_latents(melodies))
 
-    def write(self, x, out_dir: str | Path, name: str, seed: int | None = None, latents=None) -> dict[str, Path]:
+    def write(
+        self, x, out_dir: str | Path, name: str, seed: int | None = None, latents=None, melodies=None
+    ) -> dict[str, Path]:
         """Latents (``.npz``, ``.pkl``), ``name_XXX.mid`` per sample, ``name_XXX.wav`` and ``name.png``
-        (piano roll) for the first ``render_n``; ``latents`` (original space) replace ``decode(x, seed)``."""
+        (piano roll) for the first ``render_n``; ``latents`` (original space) replace ``decode(x, seed)``, and
+        ``melodies`` (events ``[n, steps]``, e.g. with a user's own kept bars) replace their decoding."""
         from ddpm.music.render import render_audio, write_piano_roll
 
         files = super().write(x, out_dir, name, seed, latents)
         out_dir = Path(out_dir)
-        melodies = self.melodies(x, seed) if latents is None else self.melodies_from_latents(latents)
+        if melodies is None:
+            melodies = self.melodies(x, seed) if latents is None else self.melodies_from_latents(latents)
         for i, melody in enumerate(melodies):
             files[f"mid_{i:03d}"] = midi = out_dir / f"{name}_{i:03d}.mid"
             with atomic_path(midi) as tmp:

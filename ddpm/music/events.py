@@ -131,6 +131,17 @@ def from_first_bar(events: np.ndarray, bar_steps: int) -> np.ndarray:
     return events[onsets[0] // bar_steps * bar_steps :]
 
 
+def splice_frames(melodies: np.ndarray, source: np.ndarray, sources: np.ndarray) -> np.ndarray:
+    """``melodies`` [k, steps] with window f of melody i replaced by window ``sources[i, f]`` of ``source``
+    [steps] where that is >= 0: an infilled melody with the user's own notes where it keeps (or copies)
+    them, rather than the MusicVAE's reconstruction of them."""
+    out = np.array(melodies, np.int64)
+    windows = np.asarray(source, np.int64).reshape(-1, WINDOW_STEPS)
+    for i, f in zip(*np.nonzero(np.asarray(sources) >= 0)):
+        out[i, f * WINDOW_STEPS : (f + 1) * WINDOW_STEPS] = windows[sources[i, f]]
+    return out
+
+
 class MissingTrackError(LookupError):
     """A track number that the MIDI file does not have."""
 

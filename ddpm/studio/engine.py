@@ -17,8 +17,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ddpm.errors import UserError
-from ddpm.music.events import WINDOW_STEPS, fit_length
+from ddpm.music.events import WINDOW_STEPS, fit_length, splice_frames
 from ddpm.music.prepare import read_eval_events
+from ddpm.periods import kept_sources
 from ddpm.sampling import draw_loops
 from ddpm.studio.interpolation import ddim_invert, ddim_sample, ddim_timesteps, lerp, slerp
 
@@ -155,7 +156,7 @@ class Studio:
         """``n`` new melodies ``[n, steps]``."""
         sampler_obj = self.build_sampler(sampler, steps)
         with self.lock, self._temperature(temperature):
-            x = self._sample(n, seed, sampler_obj, progress)
+            x, _ = self._sample(n, seed, sampler_obj, progress)
             progress(0.9, "decoding with the MusicVAE")
             return self.codec.melodies(x, seed)
 
@@ -170,8 +171,9 @@ class Studio:
         temperature: float,
         progress: Progress,
     ) -> np.ndarray:
-        """``k`` variants ``[k, steps]`` of ``source`` in which frames ``[start, end)`` are new (decoded;
-        the caller keeps the source's own events elsewhere)."""
+        """``k`` variants ``[k, steps]`` of ``source`` in which frames ``[start, end)`` are new (decoded), and
+        the rest are the source's own events, as are the new frames that a loop the kept frames show makes
+        copies of kept frames (``ddpm.periods.kept_sources``)."""
         sampler_obj = self.build_sampler(sampler, steps)
         start, end = frames
         with self.lock, self._temperature(temperature):
@@ -179,9 +181,9 @@ class Studio:
             known = self.codec.encode(source[None]).repeat(k, 1, 1)
             mask = torch.ones_like(known)
             mask[:, start:end] = 0  # 0: regenerate, 1: keep
-            x = self._sample(k, seed, sampler_obj, progress, known, mask)
+            x, index = self._sample(k, seed, sampler_obj, progress, known, mask)
             progress(0.9, "decoding with the MusicVAE")
-            return self.codec.melodies(x, seed)
+            return splice_frames(self.codec.melodies(x, seed), source, kept_sources(mask[0, :, 0], index, k))
 
     def interpolate(
         self,
@@ -219,15 +221,17 @@ class Studio:
 
     # ----- helpers -----
 
-    def _sample(self, n, seed, sampler, progress, known=None, mask=None) -> torch.Tensor:
+    def _sample(self, n, seed, sampler, progress, known=None, mask=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Samples in model space, and the loop index they were drawn with (None: no loops)."""
         generator = torch.Generator().manual_seed(seed)
         calls = sampler.evaluations(self.module.diffusion) if sampler is not None else self.num_timesteps
         with self._counting(progress, calls, type(sampler).__name__ if sampler else "AncestralSampler"):
             loops = draw_loops(self.codec, n, seed, known, mask)  # loops as sample.py draws them (ddpm.periods)
             periods, index = loops if loops else (None, None)
-            return self.module.sample(
+            x = self.module.sample(
                 n, generator, batch_size=n, known=known, mask=mask, sampler=sampler, loops=index, periods=periods
             )
+            return x, index
 
     @contextlib.contextmanager
     def _counting(self, progress: Progress, calls: int, what: str) -> Iterator[None]:

@@ -106,13 +106,6 @@ def frames_to_bars(start: int, end: int) -> tuple[int, int]:
     return start * BARS_PER_FRAME + 1, end * BARS_PER_FRAME
 
 
-def splice(source: np.ndarray, new: np.ndarray, start: int, end: int) -> np.ndarray:
-    """``new`` in frames ``[start, end)``, ``source`` everywhere else: ``[k, steps]`` events."""
-    out = np.repeat(np.asarray(source, np.int64)[None], len(new), axis=0)
-    out[:, start * WINDOW_STEPS : end * WINDOW_STEPS] = new[:, start * WINDOW_STEPS : end * WINDOW_STEPS]
-    return out
-
-
 def notes_json(events: np.ndarray) -> list[list[int]]:
     """Events -> ``[[pitch, start, end], ...]`` for drawing the piano roll in the page."""
     return [[n.pitch, n.start, n.end] for n in events_to_notes(events)]

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from ddpm.errors import UserError
 from ddpm.studio.engine import Melody, Studio
 from ddpm.studio.jobs import Job, JobQueue
-from ddpm.studio.melodies import BAR_STEPS, bars_to_frames, frames_to_bars, notes_json, read_upload, splice
+from ddpm.studio.melodies import BAR_STEPS, bars_to_frames, frames_to_bars, notes_json, read_upload
 from ddpm.studio.outputs import new_folder, write_melody
 
 MAX_MELODIES, MAX_VARIANTS, MAX_BETWEEN = 16, 8, 8
@@ -117,7 +117,7 @@ class StudioService:
 
         def work(job: Job) -> dict:
             args = (req.k, req.seed, sampler, req.steps, req.temperature, job.update)
-            variants = splice(source.events, self.studio.infill(source.events, (start, end), *args), start, end)
+            variants = self.studio.infill(source.events, (start, end), *args)  # the source's own kept bars
             items = [("source", source.title, source.events, {"new_bars": None})]
             new = {"new_bars": new_bars}
             items += [(f"variant_{i:02d}", f"variant {i + 1}", v, new) for i, v in enumerate(variants)]
