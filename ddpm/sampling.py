@@ -287,7 +287,7 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
         latents[:, keep] = originals[:, keep]
         if loops is not None:  # and the copies of kept frames in the regenerated ones (ddpm.periods)
             latents = repeat_frames(torch.from_numpy(latents), loops).numpy()
-    generated_notes = original_notes = {}  # infill_midi: the notes to write instead of the decoded latents'
+    generated_notes = original_notes = {}  # infill_midi: the notes to write instead of the decoded latents
     if midi:  # the user's own notes where they are kept or a loop copies them, not the MusicVAE's reconstruction
         from ddpm.music.events import WINDOW_STEPS, splice_frames
 
