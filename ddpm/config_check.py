@@ -62,8 +62,9 @@ REAL = {
     "eval_fraction": (0.0, 1.0),
     "ema_decay": (0.0, 1.0),
     "temperature": (0.0, 2.0),
+    "kl_threshold": (0.0, None),
 }
-CLOSED = {"ema_decay": "[)", "temperature": "[]"}  # REAL intervals that hold an end: 0 (no averaging, greedy), 2
+CLOSED = {"ema_decay": "[)", "temperature": "[]", "kl_threshold": "[)"}  # REAL intervals that hold an end
 POSITIVE_LISTS = {"input_shape", "channel_mults"}
 LOOSE = {"devices", "precision", "accelerator", "strategy"}  # Lightning takes several types: see _lightning
 

@@ -11,6 +11,7 @@ infilling (middle half regenerated) DDPM, latent interpolation and a prior middl
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from ddpm.progress import Progress
 from ddpm.sampling import (
     build_sampler,
     check_loops,
+    check_paths,
     draw_loops,
     eval_latents,
     load_checkpoint,
@@ -71,7 +73,20 @@ def interpolate_middle(latents: np.ndarray, start: int, end: int) -> np.ndarray:
     return out
 
 
+def eval_meters(cfg: DictConfig) -> list[str] | None:
+    """``eval_meters``: a list of meters (``['3/4','6/8']``) or one (``3/4``); None: every meter."""
+    value = cfg.get("eval_meters")
+    if value is None:
+        return None
+    meters = [value] if isinstance(value, str) else value
+    if not isinstance(meters, Sequence) or not meters or not all(isinstance(m, str) and m for m in meters):
+        raise UserError(f"eval_meters={value!r}: expected a meter or a list of them, e.g. \"['3/4','6/8']\"")
+    return [str(m) for m in meters]
+
+
 def _check(cfg: DictConfig) -> None:
+    check_paths(cfg)
+    eval_meters(cfg)
     check_loops(cfg)
     for key, default, least, what in (
         ("draws", 1, 1, "DDPM sample sets"),
@@ -281,7 +296,7 @@ def _repaint_spec(cfg: DictConfig) -> dict | None:
     so that resampling is the one difference between the two rows."""
     if cfg.get("repaint") is None:
         return None
-    if not OmegaConf.is_dict(cfg.repaint):
+    if not OmegaConf.is_dict(cfg.repaint) or "_target_" not in cfg.repaint:
         raise UserError(
             f"repaint={cfg.repaint}: expected a sampler, e.g. '{{_target_: ddpm.samplers.AncestralSampler, "
             "resample: 5, jump: 10}'"
@@ -347,12 +362,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Path]:
     latents = eval_latents(ckpt["run_config"], folder=folder)  # [N, frames, 512]: the stored means
     if len(events) != len(latents):
         raise UserError(f"{folder}: {len(events)} eval melodies but {len(latents)} eval records; run prepare.py again")
-    if cfg.get("eval_meters"):  # score against the eval sequences of these meters only
-        keep = np.isin(meters, [str(m) for m in cfg.eval_meters])
+    wanted = eval_meters(cfg)
+    if wanted:  # score against the eval sequences of these meters only
+        keep = np.isin(meters, wanted)
         if not keep.any():
-            raise UserError(
-                f"eval_meters={list(cfg.eval_meters)}: no eval sequences there (meters: {sorted(set(meters))})"
-            )
+            raise UserError(f"eval_meters={wanted}: no eval sequences there (meters: {sorted(set(meters))})")
         events, latents = events[keep], latents[keep]
     if cfg.get("sigma"):  # sampling-time choices, for measuring them on one trained model
         module.diffusion.set_sigma(cfg.sigma)
@@ -364,8 +378,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Path]:
     start = time.perf_counter()
     train = None
     if cfg.get("train_sets", 0):  # the run's own train split (its corpus; read from the cache)
-        meters = [str(m) for m in cfg.eval_meters] if cfg.get("eval_meters") else None
-        train = train_events(ckpt["run_config"], latents.shape[1], meters)
+        train = train_events(ckpt["run_config"], latents.shape[1], wanted)
     external, midi_files_read, midi_start = [], {}, time.perf_counter()
     for midi_folder in midi_dirs(cfg):  # read before any sampling, so a bad file costs no sampling time
         row, names = midi_row(midi_folder, int(cfg.n), events.shape[1], int(cfg.seed), codec)
@@ -381,7 +394,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Path]:
     meta = {
         "checkpoint": str(ckpt_path.resolve()),
         "eval_dir": str(folder),
-        "eval_meters": list(cfg.eval_meters) if cfg.get("eval_meters") else None,
+        "eval_meters": wanted,
         "eval_sequences": len(events),
         "epoch": ckpt.get("epoch"),
         "n": int(cfg.n),

@@ -41,8 +41,8 @@ def _check_steps(steps: int, num_timesteps: int) -> None:
 
 
 def _check_guidance(guidance: float) -> float:
-    if not guidance >= 0:
-        raise ValueError(f"guidance must be >= 0 (0: none), got {guidance}")
+    if not 0 <= guidance < math.inf:  # NaN fails too
+        raise ValueError(f"guidance must be a finite number >= 0 (0: none), got {guidance}")
     return float(guidance)
 
 
@@ -254,8 +254,8 @@ class DDIMSampler(Sampler):
     ):
         if spacing not in ("uniform", "quadratic", "trailing"):
             raise ValueError(f"spacing must be 'uniform', 'quadratic' or 'trailing', got {spacing!r}")
-        if steps < 1 or eta < 0:
-            raise ValueError(f"steps must be >= 1 and eta >= 0, got steps={steps}, eta={eta}")
+        if steps < 1 or not 0 <= eta < math.inf:  # NaN fails too
+            raise ValueError(f"steps must be >= 1 and eta a finite number >= 0, got steps={steps}, eta={eta}")
         self.steps, self.eta, self.spacing, self.at_most_T = int(steps), float(eta), spacing, bool(at_most_T)
         self.guidance = _check_guidance(guidance)
 

@@ -138,12 +138,26 @@ def check_sample_args(cfg: DictConfig) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
             raise ConfigError(f"{key}={value!r}: expected an integer >= {lowest}")
     resolve_device(cfg.get("device", "cpu"))
+    check_paths(cfg)
     check_loops(cfg)
     infill = cfg.get("infill")
     if infill is not None:
         ok = isinstance(infill, Sequence) and not isinstance(infill, str) and len(infill) == 2
         if not ok or not all(isinstance(f, int) and not isinstance(f, bool) for f in infill):
             raise ConfigError(f"infill={infill!r}: expected [start,end], two frame indices")
+
+
+def check_paths(cfg: DictConfig) -> None:
+    """``ckpt`` is a path and ``out_dir``, when given, is not a file: before any work (``sample.py``,
+    ``evaluate.py``, ``serve.py``)."""
+    ckpt = cfg.get("ckpt")
+    if not isinstance(ckpt, str) or not ckpt:
+        raise ConfigError(
+            f"ckpt={ckpt}: expected a checkpoint file (checkpoints/melody.ckpt as shipped, or outputs/<run>/last.ckpt)"
+        )
+    out_dir = cfg.get("out_dir")
+    if out_dir is not None and Path(str(out_dir)).exists() and not Path(str(out_dir)).is_dir():
+        raise ConfigError(f"out_dir={out_dir}: a file is there; expected a folder (a new one, or one to write into)")
 
 
 def check_loops(cfg: DictConfig) -> None:

@@ -173,6 +173,7 @@ def test_the_musicvae_is_found_from_any_working_directory(tmp_path, monkeypatch)
     """A checkpoint names its MusicVAE relative to the project (``checkpoints/musicvae.pt``): run from
     another folder, restore finds it there, a copy in the working directory wins, and a MusicVAE that is
     in neither place is refused before any sampling."""
+    from ddpm.checkpoint_io import CheckpointError
     from ddpm.errors import MissingFileError
     from ddpm.music.vae_io import PROJECT_DIR, musicvae_file
 
@@ -190,6 +191,10 @@ def test_the_musicvae_is_found_from_any_working_directory(tmp_path, monkeypatch)
     ckpt["run_config"]["codec"]["musicvae"] = "nowhere/vae.pt"
     with pytest.raises(MissingFileError, match="codec.musicvae=nowhere/vae.pt: no such MusicVAE in"):
         restore(ckpt, shipped)
+    (tmp_path / "song.mid").write_bytes(b"MThd: a MIDI file, not a MusicVAE")
+    ckpt["run_config"]["codec"]["musicvae"] = "song.mid"
+    with pytest.raises(CheckpointError, match="song.mid is not a readable MusicVAE file"):
+        restore(ckpt, shipped)  # refused when restored, before any sampling
 
 
 # The codecs' own rules (session 29's mutation audit).

@@ -537,6 +537,7 @@ def test_evaluate_bad_values_are_user_errors(melody_run, tmp_path):
     shutil.copytree(root / "midi", few, ignore=lambda folder, names: sorted(names)[1:])
     shutil.copytree(root / "midi", broken, ignore=lambda folder, names: sorted(names)[3:])  # 3 and a bad one
     (broken / "bad.mid").write_bytes(b"MThd not really MIDI")
+    (tmp_path / "a_file").write_text("a user's notes, not to be replaced by a table")
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["inputs"]["musicvae_sha256"] = "0" * 16
     (other / "manifest.json").write_text(json.dumps(manifest))
@@ -555,11 +556,19 @@ def test_evaluate_bad_values_are_user_errors(melody_run, tmp_path):
         (["bootstrap=0"], "bootstrap=0: expected a whole number of bootstrap resamples >= 1"),
         (["bootstrap=-5"], "bootstrap=-5: expected a whole number of bootstrap resamples >= 1"),
         (["repaint=5"], "repaint=5: expected a sampler"),
+        (["repaint={resample: 5, jump: 10}"], r"repaint=\{'resample': 5, 'jump': 10\}: expected a sampler"),
+        (["eval_meters=5"], r"eval_meters=5: expected a meter or a list of them"),
+        (["eval_meters=[3]"], r"eval_meters=\[3\]: expected a meter or a list of them"),
+        (["eval_meters=7/8"], r"eval_meters=\['7/8'\]: no eval sequences there"),  # one meter, not its characters
+        (["ckpt=null"], "ckpt=None: expected a checkpoint file"),
+        ([f"out_dir={tmp_path / 'a_file'}"], "out_dir=.*a_file: a file is there; expected a folder"),
         (["refill=frame"], "refill='frame': expected one of noise, shared, zeros"),
         (["loops=maybe"], "loops='maybe': expected true or false"),
         (["temperature=abc"], "temperature='abc': expected a number in \\[0.0, 2.0\\]"),
         (["temperature=true"], "temperature=True: expected a number"),
-        (["sampler.guidance=-1"], r"sampler .*'guidance': -1.*guidance must be >= 0"),
+        (["sampler.guidance=-1"], r"sampler .*'guidance': -1.*guidance must be a finite number >= 0"),
+        (["sampler.guidance=inf"], r"sampler .*guidance must be a finite number >= 0 .0: none., got inf"),
+        (["sampler=ddim", "sampler.eta=nan"], r"sampler .*eta a finite number >= 0, got steps=50, eta=nan"),
         (["sampler=fast", "sampler.steps=0"], r"sampler .*'steps': 0.*steps must be >= 1"),
         (["ckpt=" + str(tmp_path / "none.ckpt")], "checkpoint not found"),
         (["n=4", f"midi_dir={tmp_path / 'nowhere'}"], "midi_dir=.*nowhere: no such folder"),

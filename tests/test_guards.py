@@ -18,13 +18,16 @@ from ddpm.sampling import infill_inputs, load_checkpoint, midi_melody, set_overr
 
 
 def test_ranges_hold_their_closed_ends_and_refuse_booleans():
-    check_values({"temperature": 2.0, "ema_decay": 0.0, "port": 65535, "render_n": 0})  # closed ends: accepted
+    check_values({"temperature": 2.0, "ema_decay": 0.0, "port": 65535, "render_n": 0, "kl_threshold": 0.0})  # closed
     for values, message in (
         ({"temperature": 2.01}, r"temperature=2.01: expected a number in \[0.0, 2.0\]"),
         ({"ema_decay": 1.0}, r"ema_decay=1.0: expected a number in \[0.0, 1.0\)"),
         ({"port": 65536}, "port=65536: expected an integer >= 0 and <= 65535"),
         ({"n": True}, "n=True: expected an integer >= 1"),
         ({"n": 0}, "n=0: expected an integer >= 1"),
+        ({"kl_threshold": float("nan")}, r"kl_threshold=nan: expected a number in \[0.0, inf\)"),
+        ({"prepare.kl_threshold": -0.1}, r"prepare.kl_threshold=-0.1: expected a number in \[0.0, inf\)"),
+        ({"split_seed": -1}, "split_seed=-1: expected an integer >= 0"),
     ):
         with pytest.raises(ConfigError, match=message):
             check_values(values)

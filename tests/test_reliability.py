@@ -107,6 +107,23 @@ def test_musicvae_file_is_loaded_safely(tmp_path):
     assert not marker.exists()
 
 
+def test_a_musicvae_path_that_is_a_folder_is_refused_before_training_and_leaves_no_run(tmp_path):
+    """Not after the training, at the save (the model lost); the refused run's folder is removed."""
+    folder, run = tmp_path / "vae", tmp_path / "run"
+    folder.mkdir()
+    res = subprocess.run(
+        [sys.executable, "train_musicvae.py", f"prepare.musicvae.path={folder}", f"hydra.run.dir={run}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    expected = f"error: prepare.musicvae.path={folder}: a folder; expected the MusicVAE file to read or write"
+    assert res.stderr.strip() == expected and not run.exists()
+
+
 def test_training_warns_when_a_schedule_with_no_signal_left_is_not_clipped(tmp_path, caplog):
     """The cosine schedule ends at alpha_bar_T ~ 1e-9 (its last beta clipped to 0.999): unclipped, its samples
     blow up (README, "Clipping"). Ho's (4.0e-5) and Mittal's (6.6e-3) schedules, or a clip, need no warning."""

@@ -79,7 +79,7 @@ def test_infilling_keeps_the_first_eval_sequences_and_refills_from_the_seed(late
     assert not np.allclose(*regenerated, atol=1e-3)  # dropped dims of regenerated frames: drawn with the seed
 
 
-def test_sample_args_and_infill_ranges_are_checked():
+def test_sample_args_and_infill_ranges_are_checked(tmp_path):
     from types import SimpleNamespace
 
     from omegaconf import OmegaConf
@@ -87,10 +87,16 @@ def test_sample_args_and_infill_ranges_are_checked():
     from ddpm.errors import ConfigError
     from ddpm.sampling import check_sample_args, infill_inputs
 
-    base = {"n": 2, "batch_size": 2, "seed": 0, "device": "cpu"}
+    base = {"ckpt": "run/last.ckpt", "n": 2, "batch_size": 2, "seed": 0, "device": "cpu"}
     check_sample_args(OmegaConf.create({**base, "infill": [0, 2]}))
     with pytest.raises(ConfigError, match=r"infill=\[1, 2, 3\]: expected \[start,end\]"):
         check_sample_args(OmegaConf.create({**base, "infill": [1, 2, 3]}))
+    with pytest.raises(ConfigError, match=r"ckpt=None: expected a checkpoint file"):
+        check_sample_args(OmegaConf.create({**base, "ckpt": None}))
+    (tmp_path / "notes.txt").write_text("a user's file")
+    with pytest.raises(ConfigError, match=r"out_dir=.*notes.txt: a file is there; expected a folder"):
+        check_sample_args(OmegaConf.create({**base, "out_dir": str(tmp_path / "notes.txt")}))
+    check_sample_args(OmegaConf.create({**base, "out_dir": str(tmp_path)}))  # a folder: written into
     codec = SimpleNamespace(sample_shape=(4, 3))
     with pytest.raises(ConfigError, match=r"infill=\[2,2\]: expected 0 <= start < end <= 4"):
         infill_inputs(codec, [2, 2], 1, run_config={})  # an empty range regenerates nothing

@@ -437,6 +437,19 @@ def test_serve_with_a_missing_checkpoint_is_one_line_exit_2(tmp_path):
     assert result.stderr.strip().startswith("error: ckpt=") and len(result.stderr.strip().splitlines()) == 1
 
 
+def test_an_address_that_cannot_be_bound_is_refused_and_leaves_no_folder(melody_run, tmp_path):
+    from omegaconf import OmegaConf
+
+    from ddpm.studio.server import serve
+
+    _, run = melody_run
+    cfg = {"ckpt": str(run / "last.ckpt"), "device": "cpu", "sampler": None, "max_upload_kb": 512}
+    cfg = OmegaConf.create({**cfg, "host": "256.0.0.1", "port": 0, "out_dir": str(tmp_path / "studio")})
+    with pytest.raises(UserError, match="host=256.0.0.1 port=0: cannot listen there"):
+        serve(cfg, ROOT / "conf" / "sampler")
+    assert not (tmp_path / "studio").exists()
+
+
 @pytest.mark.parametrize(
     "arg, message",
     [
@@ -444,6 +457,8 @@ def test_serve_with_a_missing_checkpoint_is_one_line_exit_2(tmp_path):
         ("port=70000", "port=70000: expected an integer >= 0 and <= 65535"),  # not wrapped to 4464
         ("prot=80", "bad command line prot=80: Could not override 'prot'. To append to your config use +prot=80"),
         ("sampler=nope", "bad command line sampler=nope: In 'serve': Could not find 'sampler/nope'"),
+        ("ckpt=null", "ckpt=None: expected a checkpoint file"),
+        ("out_dir=README.md", "out_dir=README.md: a file is there; expected a folder"),
     ],
 )
 def test_serve_refuses_a_bad_command_line_before_loading_anything(arg, message):

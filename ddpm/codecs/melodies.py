@@ -45,15 +45,16 @@ class MelodyCodec(LatentCodec):
         return self._musicvae
 
     def load_state_dict(self, state: dict) -> None:
-        """As ``LatentCodec``; a restored model is about to decode, so a MusicVAE that cannot be found is
-        refused now, before anything is sampled."""
-        from ddpm.music.vae_io import PROJECT_DIR, musicvae_file
+        """As ``LatentCodec``; a restored model is about to decode, so a MusicVAE that cannot be found or read
+        is refused now, before anything is sampled."""
+        from ddpm.music.vae_io import PROJECT_DIR, load_musicvae, musicvae_file
 
         super().load_state_dict(state)
         if not musicvae_file(self.musicvae_path).is_file():
             raise MissingFileError(
                 f"codec.musicvae={self.musicvae_path}: no such MusicVAE in {Path.cwd()} or {PROJECT_DIR}"
             )
+        self._musicvae = load_musicvae(self.musicvae_path)
 
     def to(self, device: torch.device | str) -> "MelodyCodec":
         """Run the MusicVAE on ``device``."""

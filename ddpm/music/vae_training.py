@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ddpm.errors import ConfigError
 from ddpm.music.musicvae import MusicVAE
 from ddpm.music.vae_io import load_musicvae, save_musicvae
 
@@ -37,6 +38,8 @@ class MusicVAETraining:
         init: str | None = None,
     ):
         self.path = Path(path)
+        if self.path.is_dir():  # refused before hours of training, not at the save
+            raise ConfigError(f"prepare.musicvae.path={path}: a folder; expected the MusicVAE file to read or write")
         self.model, self.module, self.trainer = model, module, trainer
         self.batch_size, self.seed, self.init = int(batch_size), int(seed), init
 

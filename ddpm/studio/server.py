@@ -47,13 +47,16 @@ def serve(cfg: DictConfig, sampler_dir: str | Path) -> None:
     """Serve the studio until interrupted (Ctrl-C)."""
     if not 1 <= cfg.max_upload_kb <= 64 * 1024:
         raise UserError(f"max_upload_kb={cfg.max_upload_kb}: expected 1 to 65536")
+    from ddpm.sampling import check_paths
+
+    check_paths(cfg)
     studio = load_studio(cfg, sampler_dir)
     import uvicorn
 
     from ddpm.studio.app import create_app
 
+    sock = bind(cfg.host, int(cfg.port))  # before create_app makes out_dir: a refused address leaves nothing
     app = create_app(studio, cfg.out_dir, max_upload_bytes=int(cfg.max_upload_kb) * 1024)
-    sock = bind(cfg.host, int(cfg.port))
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"studio: {studio.name}, {studio.frames * 2} bars; files in {Path(cfg.out_dir).resolve()}", flush=True)
