@@ -149,6 +149,27 @@ def test_a_bad_input_leaves_the_folder_as_it_was(melody_run, tmp_path):
     assert stage_for(root, tmp_path / "latents").manifest() is not None
 
 
+def test_paths_that_are_files_a_split_with_an_empty_side_and_a_garbled_manifest(melody_run, tmp_path):
+    """A file where a folder goes is refused before any work; an eval share that leaves no tune on a side
+    is named; a manifest that is not JSON means the folder is rebuilt, not a crash."""
+    from ddpm.training import build  # as train.py and prepare.py build the stage
+
+    root, _ = melody_run
+    (tmp_path / "notes.txt").write_text("a user's file")
+    config = lambda *extra: compose_train([*melody_overrides(root), *extra]).prepare  # noqa: E731
+    with pytest.raises(UserError, match="prepare.out_dir=.*notes.txt: expected a folder for the latents"):
+        build(config(f"prepare.out_dir={tmp_path / 'notes.txt'}"), "prepare")
+    with pytest.raises(UserError, match="prepare.corpus.cache_dir=.*notes.txt: a file is there; expected a folder"):
+        build(config(f"prepare.corpus.cache_dir={tmp_path / 'notes.txt'}"), "prepare")
+    for share, sides in (("0.9999", "0 train and 24 eval tunes of 24"), ("0.0", "24 train and 0 eval tunes of 24")):
+        with pytest.raises(UserError, match=f"prepare.corpus.eval_fraction={share}: {sides}; expected a share"):
+            stage_for(root, tmp_path / "lat", f"prepare.corpus.eval_fraction={share}").run()
+    assert not (tmp_path / "lat").exists()
+    shutil.copytree(root / "latents", tmp_path / "latents")
+    (tmp_path / "latents" / "manifest.json").write_text("{ not json")
+    assert stage_for(root, tmp_path / "latents").manifest() is None  # stale: rebuilt on run()
+
+
 def test_prepare_py_runs_the_stage_alone_and_reports_bad_values(melody_run, tmp_path):
     root, _ = melody_run
     overrides = [o for o in melody_overrides(root) if o.startswith(("prepare", "+prepare"))]

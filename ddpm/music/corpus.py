@@ -307,6 +307,8 @@ class Corpus:
         self.midi_dir = str(midi_dir) if midi_dir else None
         self.cache_dir, self.eval_fraction, self.seed = Path(cache_dir), float(eval_fraction), int(seed)
         self.workers, self.meters = int(workers), meters
+        if self.cache_dir.exists() and not self.cache_dir.is_dir():
+            raise ConfigError(f"prepare.corpus.cache_dir={cache_dir}: a file is there; expected a folder for the cache")
 
     def spec(self) -> dict:
         """What the tunes and their split depend on (recorded in a latent folder's manifest): the MIDI
@@ -330,4 +332,9 @@ class Corpus:
             self.cache_dir, self.collections, self.midi_dir, self.workers, self.meters, self.midi_tracks
         )
         train, evals = split_by_title(tunes, self.eval_fraction, self.seed)
+        if not train or not evals:
+            raise ConfigError(
+                f"prepare.corpus.eval_fraction={self.eval_fraction}: {len(train)} train and {len(evals)} eval tunes "
+                f"of {len(tunes)}; expected a share that leaves tunes on both sides"
+            )
         return train, evals, report

@@ -24,6 +24,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from ddpm.errors import ConfigError
 from ddpm.io.atomic import atomic_path, atomic_write_text
 from ddpm.io.tfrecords import write_latents
 from ddpm.music.corpus import Corpus
@@ -141,6 +142,15 @@ def read_eval_events(folder: str | Path, with_meters: bool = False):
     return (events, titles, meters) if with_meters else (events, titles)
 
 
+def read_manifest(path: Path) -> dict:
+    """A latent folder's manifest; one that is not a JSON object reads as empty (the folder is rebuilt)."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
 class MelodyLatents:
     """The prepare stage. Args:
     corpus: the tunes and their split (``ddpm.music.corpus.Corpus``).
@@ -159,6 +169,10 @@ class MelodyLatents:
         shards: int = 4,
     ):
         self.corpus, self.musicvae = corpus, musicvae
+        if not isinstance(out_dir, str) or not out_dir or (Path(out_dir).exists() and not Path(out_dir).is_dir()):
+            raise ConfigError(
+                f"prepare.out_dir={out_dir}: expected a folder for the latents (a new one, or one made before)"
+            )
         self.out_dir = Path(out_dir)
         self.frames, self.kl_threshold, self.shards = int(frames), float(kl_threshold), int(shards)
 
@@ -178,7 +192,7 @@ class MelodyLatents:
         path = self.out_dir / MANIFEST
         if not path.is_file() or not (self.out_dir / EVAL_EVENTS).is_file():
             return None
-        manifest = json.loads(path.read_text())
+        manifest = read_manifest(path)
         return manifest if manifest.get("inputs") == self.inputs() else None
 
     def run(self) -> dict:
@@ -233,7 +247,7 @@ class MelodyLatents:
     def _remove_stale(self) -> None:
         old = self.out_dir / MANIFEST
         if old.is_file():
-            log.warning("%s was made from other inputs (%s); rebuilding it", self.out_dir, json.loads(old.read_text()))
+            log.warning("%s was made from other inputs (%s); rebuilding it", self.out_dir, read_manifest(old))
         files = [
             old,
             self.out_dir / "report.json",
