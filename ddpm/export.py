@@ -42,9 +42,12 @@ def export_checkpoint(src: str | Path, dst: str | Path, musicvae: str | Path | N
     """
     from ddpm.checkpoint_io import atomic_save
     from ddpm.legacy import upgrade_checkpoint
+    from ddpm.music.vae_io import load_musicvae
     from ddpm.sampling import load_checkpoint, restore
 
     src, dst = Path(src), Path(dst)
+    if dst.is_dir():
+        raise UserError(f"{dst}: a folder; expected the file to write the exported checkpoint to")
     ckpt = upgrade_checkpoint(load_checkpoint(src))  # a CheckpointError is a UserError
     run_config = copy.deepcopy(ckpt["run_config"])
     run_config["module"]["ema_decay"] = None  # the single denoiser already holds the EMA weights
@@ -53,6 +56,7 @@ def export_checkpoint(src: str | Path, dst: str | Path, musicvae: str | Path | N
             raise UserError(f"--musicvae given, but {src} is not a melody model (its codec has no musicvae)")
         if not Path(musicvae).is_file():
             raise UserError(f"--musicvae {musicvae}: no such file (expected a MusicVAE checkpoint)")
+        load_musicvae(musicvae)  # one that is not a MusicVAE is refused before anything is written
         run_config["codec"]["musicvae"] = str(musicvae)
     exported = {k: ckpt[k] for k in KEPT if k in ckpt}
     exported["state_dict"] = sampling_state_dict(ckpt["state_dict"])

@@ -30,6 +30,22 @@ def test_export_cli_errors_are_one_line(tmp_path, capsys):
     assert e.value.code == 2 and "missing.ckpt" in capsys.readouterr().err
 
 
+def test_export_refuses_a_folder_as_its_output_and_a_musicvae_that_is_not_one(melody_run, tmp_path, capsys):
+    from ddpm.export import main
+
+    _, run = melody_run
+    (tmp_path / "song.mid").write_bytes(b"MThd: a MIDI file, not a MusicVAE")
+    for args, message in (
+        ([str(tmp_path)], f"error: {tmp_path}: a folder; expected the file to write the exported checkpoint to"),
+        ([str(tmp_path / "x.ckpt"), "--musicvae", str(tmp_path / "song.mid")], "song.mid is not a readable MusicVAE"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            main([str(run / "last.ckpt"), *args])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "x.ckpt").exists()  # nothing written
+
+
 def test_export_of_a_main_job_sized_model_fits_20_mb(tmp_path):
     """The default config's TransformerDDPM on 16 x 54 latents (the main job's): EMA weights only."""
     from hydra.utils import instantiate
