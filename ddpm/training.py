@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, Timer
@@ -108,6 +109,12 @@ def refuse_early(cfg: DictConfig) -> str | None:
         raise CheckpointError(f"ckpt_path={ckpt_path}: no such file (resume from a run folder's last.ckpt)")
     clip, bound = cfg.diffusion.get("clip_x_start"), cfg.diffusion.get("clip_value")  # null: the codec's, later
     build(cfg.diffusion, "diffusion", clip_x_start=clip or False, clip_value=1.0 if bound is None else bound)
+    optimizer = (cfg.get("module") or {}).get("optimizer")
+    if optimizer is not None:  # its settings (weight_decay=-1) are checked when it is made: make one now
+        try:
+            build(optimizer, "module.optimizer")([torch.nn.Parameter(torch.zeros(1))])
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"module.optimizer ({optimizer.get('_target_')}): {e}") from None
     return ckpt_path
 
 

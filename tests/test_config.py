@@ -58,6 +58,12 @@ def test_latents_clip_only_when_asked_and_to_the_box_of_their_train_split(clip, 
         refuse_early(compose_train(["+diffusion.clip_value=-2"], tmp_path))
 
 
+@pytest.mark.parametrize("setting", ["module.optimizer.weight_decay=-1", "+module.optimizer.betas=[0.9,2.0]"])
+def test_a_bad_optimizer_setting_is_refused_before_the_prepare_stage(setting, tmp_path):
+    with pytest.raises(ConfigError, match=r"module.optimizer \(torch.optim.AdamW\): Invalid"):
+        refuse_early(compose_train([setting], tmp_path))
+
+
 def test_transformer_on_images_is_a_clear_error(tmp_path):
     cfg = compose_train(["model=transformer", "data=digits"], tmp_path)
     with pytest.raises(Exception, match="frames, dims"):  # Hydra wraps the ValueError
