@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ddpm.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+SAMPLING_ENTRY_POINTS = {"sample", "evaluate", "serve"}  # they read their own keys only: a +key would go unread
 RUN_FLAGS = {"-m", "--multirun"}  # other flags (--help, --cfg, -cn ...) are Hydra's own business
 
 # key name -> (lowest, highest) allowed; ints for the names in INTEGER.
@@ -221,6 +222,16 @@ def check_overrides(config_name: str, argv: list[str]) -> DictConfig | None:
         ) from None
     overrides = _first_job(parsed)
     cfg = _compose(config_name, overrides)
+    for o, text in zip(parsed, overrides):
+        added = o.type in (OverrideType.ADD, OverrideType.FORCE_ADD) and not o.is_delete()
+        if added and config_name in SAMPLING_ENTRY_POINTS and not o.key_or_group.startswith("sampler."):
+            where = f"{config_name}.py has no key {o.key_or_group}"
+            raise ConfigError(f"{text}: {where} (conf/{config_name}.yaml lists them; + adds a key nothing reads)")
+        if "${" in text:  # an interpolation the command line brought: resolved now, not in the middle of the run
+            try:
+                OmegaConf.select(cfg, o.key_or_group, throw_on_resolution_failure=True)
+            except OmegaConfBaseException as e:
+                raise ConfigError(f"{text}: cannot be resolved ({_flat(str(e).splitlines()[0])})") from None
     values = [
         (o, s)
         for o, s in zip(parsed, overrides)

@@ -134,6 +134,10 @@ def test_default_is_the_folk_melody_chain(tmp_path):
         (["ckpt={a:1}"], r"ckpt={a:1}: expected a value \(a path, a number\) for ckpt"),
         (["ckpt=[1,2]"], r"ckpt=\[1,2\]: expected a value"),
         (["ckpt=x", "refill=7"], None),  # refill: a string, checked when sampling (set_refill)
+        (["ckpt=x", "+foo=1"], r"\+foo=1: sample.py has no key foo \(conf/sample.yaml lists them"),  # not ignored
+        (["ckpt=x", "++tempo=3"], r"\+\+tempo=3: sample.py has no key tempo"),
+        (["ckpt=x", "+sampler.resample=2"], None),  # a sampler's own argument that its file leaves out
+        (["ckpt=x", "render_n=${oc.env:NO_SUCH_VAR}"], r"render_n=.*: cannot be resolved .*NO_SUCH_VAR"),
     ],
 )
 def test_required_values_take_one_value(argv, message):
