@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ddpm.callbacks import RNGState, RunConfig
-from ddpm.checkpoint_io import CheckpointError
+from ddpm.checkpoint_io import CheckpointError, read_checkpoint
 from ddpm.config_check import check_values
 from ddpm.errors import ConfigError, UserError
 from ddpm.module import NonFiniteLossError
@@ -107,6 +107,13 @@ def refuse_early(cfg: DictConfig) -> str | None:
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).is_file():
         raise CheckpointError(f"ckpt_path={ckpt_path}: no such file (resume from a run folder's last.ckpt)")
+    if ckpt_path:  # read now, before the prepare stage and the run folder: a file that cannot resume says so
+        checkpoint = read_checkpoint(ckpt_path, "checkpoint to resume (ckpt_path)")
+        if not isinstance(checkpoint, dict) or not {"state_dict", "optimizer_states"} <= set(checkpoint):
+            raise CheckpointError(
+                f"ckpt_path={ckpt_path}: no training state in it (an exported checkpoint such as "
+                "checkpoints/melody.ckpt samples but cannot resume); resume from a run folder's last.ckpt"
+            )
     clip, bound = cfg.diffusion.get("clip_x_start"), cfg.diffusion.get("clip_value")  # null: the codec's, later
     build(cfg.diffusion, "diffusion", clip_x_start=clip or False, clip_value=1.0 if bound is None else bound)
     optimizer = (cfg.get("module") or {}).get("optimizer")
@@ -148,6 +155,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     except NonFiniteLossError as e:
         last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
         raise NonFiniteLossError(f"{e}. The last good checkpoint is {last or 'not written yet'}") from None
+    except CheckpointError as e:  # the resumed checkpoint does not fit this config: name the file
+        raise CheckpointError(f"ckpt_path={ckpt_path}: {e}" if ckpt_path else str(e)) from None
     warn_if_time_limited(trainer, cfg)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 

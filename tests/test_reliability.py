@@ -90,6 +90,23 @@ def test_a_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path, run_ckpt):
     assert torch.equal(module.state_dict()["denoiser.conv_in.weight"], good["state_dict"]["denoiser.conv_in.weight"])
 
 
+def test_a_checkpoint_that_cannot_resume_is_named_before_any_work(tmp_path, run_ckpt):
+    """Unreadable, exported (no training state) or of another model: one line naming ckpt_path; the first
+    two before the run folder is made."""
+    good = torch.load(run_ckpt, weights_only=True)
+    torch.save({k: v for k, v in good.items() if k != "optimizer_states"}, tmp_path / "exported.ckpt")
+    (tmp_path / "song.mid").write_bytes(b"MThd: a MIDI file")
+    for name, message in (
+        ("exported.ckpt", "no training state in it .an exported checkpoint such as checkpoints/melody.ckpt"),
+        ("song.mid", r"is not a readable checkpoint to resume \(ckpt_path\)"),
+    ):
+        with pytest.raises(CheckpointError, match=f"{tmp_path / name}.*{message}"):
+            train(compose_train(TINY + [f"+ckpt_path={tmp_path / name}"], tmp_path / name.split(".")[0]))
+        assert not (tmp_path / name.split(".")[0]).exists()
+    with pytest.raises(CheckpointError, match=f"ckpt_path={run_ckpt}: the checkpoint's weights do not fit this model"):
+        train(compose_train(TINY + ["model.base_channels=16", f"+ckpt_path={run_ckpt}"], tmp_path / "other"))
+
+
 def test_musicvae_file_is_loaded_safely(tmp_path):
     marker, path = tmp_path / "code_ran", tmp_path / "vae.pt"
     cfg = {"_target_": "ddpm.music.musicvae.MusicVAE", "z_dim": 4, "encoder_hidden": 4, "decoder_hidden": 4}
