@@ -45,7 +45,8 @@ class PeriodPrior:
 
     def __init__(self, probs: Sequence[float]):
         probs = torch.as_tensor(probs, dtype=torch.float64)
-        if probs.ndim != 1 or len(probs) < 1 or (probs < 0).any() or abs(float(probs.sum()) - 1) > 1e-6:
+        ok = probs.ndim == 1 and len(probs) >= 1 and bool(torch.isfinite(probs).all()) and bool((probs >= 0).all())
+        if not ok or abs(float(probs.sum()) - 1) > 1e-6:
             raise ValueError(f"probs must be a 1-D distribution, got {probs.tolist()}")
         self.probs = probs
 

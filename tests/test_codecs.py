@@ -273,6 +273,24 @@ def melody_codec(monkeypatch, tmp_path):
     return codec, written
 
 
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"qpm": 0}, "codec.qpm=0.0: expected a positive tempo"),
+        ({"qpm": float("inf")}, "codec.qpm=inf: expected a positive tempo"),
+        ({"temperature": -3}, r"codec.temperature=-3.0: expected a number in \[0, 2\]"),
+        ({"render_n": -1}, "codec.render_n=-1: expected a count >= 0"),
+    ],
+)
+def test_melody_codec_refuses_settings_a_checkpoint_could_carry(setting, message):
+    """A checkpoint's run_config builds the codec without the command line's checks: the codec checks."""
+    from ddpm.codecs.melodies import MelodyCodec
+    from ddpm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        MelodyCodec("unused.pt", **setting)
+
+
 def test_melody_codec_writes_the_latents_it_is_given(melody_codec, tmp_path):
     """Infilling writes the kept frames' original latents: their MIDI is decoded from them, not from ``x``."""
     codec, written = melody_codec

@@ -41,6 +41,8 @@ def test_prior_counts_periods_and_draws_them_in_proportion():
         PeriodPrior([0.5, 0.2])
     with pytest.raises(ValueError, match="distribution"):
         PeriodPrior([1.5, -0.5])  # sums to 1, but not a distribution
+    with pytest.raises(ValueError, match="distribution"):
+        PeriodPrior([float("nan"), 1.0])  # a crafted checkpoint's prior: refused when read, not when drawn
 
 
 def test_loop_index_and_repeat_frames():

@@ -1,6 +1,7 @@
 """Melodies: latent sequences decoded by the run's MusicVAE into 16th-step events, written as MIDI
 (every sample), WAV and a piano roll (the first ``render_n``)."""
 
+import math
 import tempfile
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import numpy as np
 import torch
 
 from ddpm.codecs.latents import LatentCodec
-from ddpm.errors import MissingFileError
+from ddpm.errors import ConfigError, MissingFileError
 from ddpm.io.atomic import atomic_path
 from ddpm.music.events import STEPS_PER_QUARTER, WINDOW_STEPS, write_midi
 
@@ -33,6 +34,13 @@ class MelodyCodec(LatentCodec):
         super().__init__(seed, refill)
         self.musicvae_path = Path(musicvae)
         self.temperature, self.render_n, self.qpm = float(temperature), int(render_n), float(qpm)
+        for key, ok, expected in (
+            ("qpm", 0 < self.qpm < math.inf, "a positive tempo"),
+            ("temperature", 0 <= self.temperature <= 2, "a number in [0, 2] (0: greedy)"),
+            ("render_n", self.render_n >= 0, "a count >= 0"),
+        ):
+            if not ok:
+                raise ConfigError(f"codec.{key}={getattr(self, key)}: expected {expected}")
         self._musicvae = None
         self._decoded: tuple[torch.Tensor, int | None, np.ndarray] | None = None
 
