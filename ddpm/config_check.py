@@ -67,6 +67,7 @@ REAL = {
 }
 CLOSED = {"ema_decay": "[)", "temperature": "[]", "kl_threshold": "[)"}  # REAL intervals that hold an end
 POSITIVE_LISTS = {"input_shape", "channel_mults"}
+TRAINERS = ("trainer.", "prepare.musicvae.trainer.")  # where the LOOSE keys are Lightning's
 LOOSE = {"devices", "precision", "accelerator", "strategy"}  # Lightning takes several types: see _lightning
 
 
@@ -84,12 +85,13 @@ def _lightning(name: str, value: Any) -> str | None:
         text = isinstance(value, str) and (value == "auto" or re.fullmatch(r"-1|\d+(,\d+)*,?", value))
         return None if ints or number or text else "a number of devices, a list of device indices or auto"
     if name == "precision":
-        return None if value in _precisions() else f"one of {sorted(map(str, _precisions()))}"
+        ok = isinstance(value, str | int) and value in _precisions()
+        return None if ok else f"one of {sorted(map(str, _precisions()))}"
     if name == "accelerator":
         from lightning.pytorch.accelerators import AcceleratorRegistry
 
         names = {"auto", "gpu", *AcceleratorRegistry.available_accelerators()}
-        return None if value in names else f"one of {sorted(names)}"
+        return None if isinstance(value, str) and value in names else f"one of {sorted(names)}"
     return None
 
 
@@ -128,7 +130,7 @@ def check_values(cfg: DictConfig | dict) -> None:
         name = key.rsplit(".", 1)[-1]
         if _unset(value):
             continue
-        if name in LOOSE and key.startswith(("trainer.", "prepare.musicvae.trainer.")):
+        if name in LOOSE and key.startswith(TRAINERS):
             expected = _lightning(name, value)
             if expected:
                 raise ConfigError(f"{key}={value!r}: expected {expected}")
@@ -243,7 +245,10 @@ def check_overrides(config_name: str, argv: list[str]) -> DictConfig | None:
         for o, text in values:
             found, old = _lookup(base, o.key_or_group)
             new = OverridesParser.create().parse_override(text).value()
-            expected = _expected(o.key_or_group.rsplit(".", 1)[-1], old, new) if found else None
+            name = o.key_or_group.rsplit(".", 1)[-1]
+            expected = _expected(name, old, new) if found else None
+            if isinstance(new, dict) and name in LOOSE and o.key_or_group.startswith(TRAINERS):  # not a leaf
+                expected = _lightning(name, new)  # check_values reads a mapping's leaves, not the mapping
             if expected:
                 raise ConfigError(f"{text}: expected {expected} for {o.key_or_group} (default {old!r}), got {new!r}")
     check_values(cfg)

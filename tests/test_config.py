@@ -180,3 +180,13 @@ def test_the_cpu_trainer_takes_a_precision_without_a_plus(tmp_path):
     assert instantiate(cfg.trainer, logger=False).precision == "bf16-mixed"
     with pytest.raises(ConfigError, match=r"trainer.precision='bf8': expected one of \["):
         check_overrides("train", ["trainer.precision=bf8"])
+
+
+@pytest.mark.parametrize("key", ["devices", "precision", "accelerator"])
+def test_a_mapping_for_a_trainer_setting_is_refused(key):
+    """Found by the fuzz run (``trainer.devices={a:1}`` was accepted): a mapping is not one value."""
+    from ddpm.config_check import check_overrides
+    from ddpm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"trainer.{key}={{a:1}}: expected .* got {{'a': 1}}"):
+        check_overrides("train", [f"trainer.{key}={{a:1}}"])
