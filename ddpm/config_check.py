@@ -126,6 +126,10 @@ def _unset(value: Any) -> bool:
 def check_values(cfg: DictConfig | dict) -> None:
     """Sizes, counts, seeds and fractions anywhere in ``cfg`` are numbers in their range."""
     plain = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
+    for key in (f"{prefix}{name}" for prefix in TRAINERS for name in LOOSE - {"strategy"}):
+        found, value = _lookup(plain, key)
+        if found and isinstance(value, dict):  # a mapping where Lightning takes one value; _leaves reads inside it
+            raise ConfigError(f"{key}={value!r}: expected {_lightning(key.rsplit('.', 1)[-1], value)}")
     for key, value in _leaves(plain):
         name = key.rsplit(".", 1)[-1]
         if _unset(value):
@@ -224,16 +228,21 @@ def check_overrides(config_name: str, argv: list[str]) -> DictConfig | None:
         ) from None
     overrides = _first_job(parsed)
     cfg = _compose(config_name, overrides)
+    added = [(o, s) for o, s in zip(parsed, overrides) if o.type in (OverrideType.ADD, OverrideType.FORCE_ADD)]
+    if config_name in SAMPLING_ENTRY_POINTS and added:  # their own keys only: a new key would go unread
+        kept = [s for o, s in zip(parsed, overrides) if o.type not in (OverrideType.ADD, OverrideType.FORCE_ADD)]
+        plain = OmegaConf.to_container(_compose(config_name, kept), resolve=False)
+        for o, text in added:
+            if not o.key_or_group.startswith("sampler.") and not _lookup(plain, o.key_or_group)[0]:
+                where = f"{config_name}.py has no key {o.key_or_group}"
+                raise ConfigError(f"{text}: {where} (conf/{config_name}.yaml lists them; + adds a key nothing reads)")
     for o, text in zip(parsed, overrides):
-        added = o.type in (OverrideType.ADD, OverrideType.FORCE_ADD) and not o.is_delete()
-        if added and config_name in SAMPLING_ENTRY_POINTS and not o.key_or_group.startswith("sampler."):
-            where = f"{config_name}.py has no key {o.key_or_group}"
-            raise ConfigError(f"{text}: {where} (conf/{config_name}.yaml lists them; + adds a key nothing reads)")
         if "${" in text:  # an interpolation the command line brought: resolved now, not in the middle of the run
             try:
                 OmegaConf.select(cfg, o.key_or_group, throw_on_resolution_failure=True)
             except OmegaConfBaseException as e:
-                raise ConfigError(f"{text}: cannot be resolved ({_flat(str(e).splitlines()[0])})") from None
+                if "HydraConfig was not set" not in str(e):  # ${hydra:...} resolves inside the run only
+                    raise ConfigError(f"{text}: cannot be resolved ({_flat(str(e).splitlines()[0])})") from None
     values = [
         (o, s)
         for o, s in zip(parsed, overrides)
@@ -247,8 +256,6 @@ def check_overrides(config_name: str, argv: list[str]) -> DictConfig | None:
             new = OverridesParser.create().parse_override(text).value()
             name = o.key_or_group.rsplit(".", 1)[-1]
             expected = _expected(name, old, new) if found else None
-            if isinstance(new, dict) and name in LOOSE and o.key_or_group.startswith(TRAINERS):  # not a leaf
-                expected = _lightning(name, new)  # check_values reads a mapping's leaves, not the mapping
             if expected:
                 raise ConfigError(f"{text}: expected {expected} for {o.key_or_group} (default {old!r}), got {new!r}")
     check_values(cfg)

@@ -74,9 +74,9 @@ def interpolate_middle(latents: np.ndarray, start: int, end: int) -> np.ndarray:
 
 
 def eval_meters(cfg: DictConfig) -> list[str] | None:
-    """``eval_meters``: a list of meters (``['3/4','6/8']``) or one (``3/4``); None: every meter."""
+    """``eval_meters``: a list of meters (``['3/4','6/8']``) or one (``3/4``); None (or empty): every meter."""
     value = cfg.get("eval_meters")
-    if value is None:
+    if value is None or (isinstance(value, str | Sequence) and len(value) == 0):  # [] or "": every meter
         return None
     meters = [value] if isinstance(value, str) else value
     if not isinstance(meters, Sequence) or not meters or not all(isinstance(m, str) and m for m in meters):

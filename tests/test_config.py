@@ -137,6 +137,8 @@ def test_default_is_the_folk_melody_chain(tmp_path):
         (["ckpt=x", "+foo=1"], r"\+foo=1: sample.py has no key foo \(conf/sample.yaml lists them"),  # not ignored
         (["ckpt=x", "++tempo=3"], r"\+\+tempo=3: sample.py has no key tempo"),
         (["ckpt=x", "+sampler.resample=2"], None),  # a sampler's own argument that its file leaves out
+        (["ckpt=x", "++seed=3"], None),  # ++ sets a key that is there: Hydra's "set or add"
+        (["ckpt=x", "out_dir=${hydra:runtime.cwd}/s"], None),  # resolves inside the run, not before it
         (["ckpt=x", "render_n=${oc.env:NO_SUCH_VAR}"], r"render_n=.*: cannot be resolved .*NO_SUCH_VAR"),
     ],
 )
@@ -182,11 +184,24 @@ def test_the_cpu_trainer_takes_a_precision_without_a_plus(tmp_path):
         check_overrides("train", ["trainer.precision=bf8"])
 
 
+@pytest.mark.parametrize("form", ["", "++"])
 @pytest.mark.parametrize("key", ["devices", "precision", "accelerator"])
-def test_a_mapping_for_a_trainer_setting_is_refused(key):
-    """Found by the fuzz run (``trainer.devices={a:1}`` was accepted): a mapping is not one value."""
+def test_a_mapping_for_a_trainer_setting_is_refused(key, form):
+    """Found by the fuzz run (``trainer.devices={a:1}`` was accepted): a mapping is not one value, however set."""
     from ddpm.config_check import check_overrides
     from ddpm.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=rf"trainer.{key}={{a:1}}: expected .* got {{'a': 1}}"):
-        check_overrides("train", [f"trainer.{key}={{a:1}}"])
+    with pytest.raises(ConfigError, match=rf"trainer.{key}={{'a': 1}}: expected (a number|one of)"):
+        check_overrides("train", [f"{form}trainer.{key}={{a:1}}"])
+    with pytest.raises(ConfigError, match=r"trainer.precision={'a': 1}: expected one of"):
+        check_overrides("train", ["trainer=ddp_cpu", "+trainer.precision={a:1}"])  # a key its file leaves out
+
+
+def test_a_hydra_interpolation_on_the_command_line_is_left_to_the_run():
+    """``${paths.output_dir}`` resolves through ``${hydra:runtime.output_dir}``, set only inside the run."""
+    from omegaconf import OmegaConf
+
+    from ddpm.config_check import check_overrides
+
+    cfg = check_overrides("train", ["callbacks.loss_plot.path=${paths.output_dir}/other.png"])
+    assert OmegaConf.to_container(cfg.callbacks.loss_plot, resolve=False)["path"] == "${paths.output_dir}/other.png"
