@@ -2,6 +2,8 @@
 
 import json
 import logging
+import math
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -147,6 +149,20 @@ def check_sample_args(cfg: DictConfig) -> None:
             raise ConfigError(f"infill={infill!r}: expected [start,end], two frame indices")
 
 
+def check_memory(n: int, codec) -> None:
+    """``n`` samples fit in this machine's memory: the samples in model space, and for sequences of latents
+    also their 512-dim latents and decoded melodies (held at once while they are written). Else a
+    ``ConfigError`` before any sampling, not an allocation failure in the middle of it."""
+    shape = tuple(codec.sample_shape)
+    per_sample = 8 * math.prod(shape) + (shape[0] * (4 * 512 + 8 * 32) if len(shape) == 2 else 0)
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if n * per_sample > total:
+        raise ConfigError(
+            f"n={n}: {n} samples need about {n * per_sample / 2**30:,.0f} GiB, more than this machine's "
+            f"{total / 2**30:.0f} GiB; draw fewer (several runs with other seeds give more)"
+        )
+
+
 def check_paths(cfg: DictConfig) -> None:
     """``ckpt`` is a path and ``out_dir``, when given, is not a file: before any work (``sample.py``,
     ``evaluate.py``, ``serve.py``)."""
@@ -271,6 +287,7 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
     ckpt_path = Path(cfg.ckpt)
     ckpt = load_checkpoint(ckpt_path)
     module, codec = restore(ckpt, ckpt_path)
+    check_memory(int(cfg.n), codec)
     set_overrides(cfg, module, codec)
     device = torch.device(cfg.device)
     module.to(device)

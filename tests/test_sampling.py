@@ -156,3 +156,20 @@ def test_clip_x_start_keeps_samples_in_the_box_of_the_train_split_and_is_recorde
     assert bool(binds) == (bound != max(-float(train.min()), float(train.max())))
     with pytest.raises(ConfigError, match="clip_x_start='yes': expected true or false"):
         _sample(ckpt, "clip_x_start=yes")
+
+
+def test_more_samples_than_the_memory_holds_are_refused_before_sampling(latent_ckpt, tmp_path):
+    """Found by a probe: n=10**12 ended in an allocation traceback; now one line, nothing written."""
+    from types import SimpleNamespace
+
+    from ddpm.errors import ConfigError
+    from ddpm.sampling import check_memory
+
+    ckpt, _ = latent_ckpt
+    with pytest.raises(ConfigError, match=r"n=1000000000000: 1000000000000 samples need about [\d,]+ GiB, more than"):
+        _sample(ckpt, "n=1000000000000", f"out_dir={tmp_path / 'out'}")
+    assert not (tmp_path / "out").exists()
+    codec = SimpleNamespace(sample_shape=(16, 54))  # the main job's: 43,776 bytes a sample by the estimate
+    check_memory(10_000, codec)
+    with pytest.raises(ConfigError, match="n=1000000000: 1000000000 samples need about 40,770 GiB"):
+        check_memory(1_000_000_000, codec)
