@@ -227,6 +227,17 @@ def check_overrides(config_name: str, argv: list[str]) -> DictConfig | None:
             f"cannot parse the command line {' '.join(args)!r}: {_flat(str(e).splitlines()[0])}"
         ) from None
     overrides = _first_job(parsed)
+    for i, o in enumerate(parsed):  # a sweep's other values: each checked as its own job would be, before job 0 runs
+        if o.is_sweep_override():
+            for value in list(o.sweep_string_iterator())[1:]:
+                _check_job(config_name, [*overrides[:i], f"{o.get_key_element()}={value}", *overrides[i + 1 :]])
+    return _check_job(config_name, overrides, parsed)
+
+
+def _check_job(config_name: str, overrides: list[str], parsed: list[Override] | None = None) -> DictConfig:
+    """``check_overrides`` for one job's command line (no sweeps)."""
+    if parsed is None:
+        parsed = OverridesParser.create().parse_overrides(overrides)
     cfg = _compose(config_name, overrides)
     added = [(o, s) for o, s in zip(parsed, overrides) if o.type in (OverrideType.ADD, OverrideType.FORCE_ADD)]
     if config_name in SAMPLING_ENTRY_POINTS and added:  # their own keys only: a new key would go unread

@@ -205,3 +205,15 @@ def test_a_hydra_interpolation_on_the_command_line_is_left_to_the_run():
 
     cfg = check_overrides("train", ["callbacks.loss_plot.path=${paths.output_dir}/other.png"])
     assert OmegaConf.to_container(cfg.callbacks.loss_plot, resolve=False)["path"] == "${paths.output_dir}/other.png"
+
+
+def test_every_value_of_a_sweep_is_checked_before_its_first_job_runs():
+    """Found by a probe: ``-m n=2,abc`` ran job 0 and wrote its samples before job 1's n=abc failed."""
+    from ddpm.config_check import check_overrides
+    from ddpm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="n=abc: expected an integer for n"):
+        check_overrides("sample", ["-m", "ckpt=x", "n=2,abc"])
+    with pytest.raises(ConfigError, match="seed=-1: expected an integer >= 0"):
+        check_overrides("train", ["-m", "experiment=digits", "model.base_channels=16,32", "seed=0,-1"])
+    assert check_overrides("sample", ["-m", "ckpt=x", "n=2,3", "seed=0,1"]).n == 2  # job 0's config
