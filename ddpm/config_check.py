@@ -22,7 +22,12 @@ from ddpm.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SAMPLING_ENTRY_POINTS = {"sample", "evaluate", "serve"}  # they read their own keys only: a +key would go unread
-RUN_FLAGS = {"-m", "--multirun"}  # other flags (--help, --cfg, -cn ...) are Hydra's own business
+RUN_FLAGS = {"-m", "--multirun", "-r", "--run"}  # the command line still runs a job: checked as without them
+HYDRA_FLAGS = {  # Hydra's own flags (--help, --cfg job, -cn ...): the command is Hydra's business then
+    *("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "--resolve", "-p", "--package", "-i", "--info"),
+    *("-sc", "--shell-completion", "-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir"),
+    "--experimental-rerun",
+}
 
 # key name -> (lowest, highest) allowed; ints for the names in INTEGER.
 INTEGER = {
@@ -214,10 +219,18 @@ def check_overrides(config_name: str, argv: list[str]) -> DictConfig | None:
     """Compose ``conf/<config_name>.yaml`` with the command line ``argv``; raise ``ConfigError`` on the
     first unknown key, unparsable or mistyped value, size out of range or missing required value.
 
-    Returns the composed config (of a sweep's first job), or None when ``argv`` holds flags other
-    than ``-m`` that leave the command to Hydra (``--help``, ``--cfg``, ``-cn`` ...).
+    Returns the composed config (of a sweep's first job), or None when ``argv`` holds Hydra's own flags,
+    which leave the command to Hydra (``--help``, ``--cfg``, ``-cn`` ...; ``-m`` and ``--run`` do not); a
+    flag Hydra does not know is a ``ConfigError`` (argparse would print its usage).
     """
-    if any(a.startswith("-") and a not in RUN_FLAGS for a in argv):
+    flags = [a.split("=", 1)[0] for a in argv if a.startswith("-")]
+    unknown = [f for f in flags if f not in RUN_FLAGS | HYDRA_FLAGS]
+    if unknown:
+        raise ConfigError(
+            f"{unknown[0]}: not a flag of {config_name}.py (settings are key=value, e.g. seed=1; "
+            "--help lists Hydra's flags)"
+        )
+    if any(f in HYDRA_FLAGS for f in flags):
         return None
     args = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
     try:

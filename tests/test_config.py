@@ -217,3 +217,26 @@ def test_every_value_of_a_sweep_is_checked_before_its_first_job_runs():
     with pytest.raises(ConfigError, match="seed=-1: expected an integer >= 0"):
         check_overrides("train", ["-m", "experiment=digits", "model.base_channels=16,32", "seed=0,-1"])
     assert check_overrides("sample", ["-m", "ckpt=x", "n=2,3", "seed=0,1"]).n == 2  # job 0's config
+
+
+@pytest.mark.parametrize(
+    "argv, outcome",
+    [
+        (["--foo", "ckpt=x"], "--foo: not a flag of sample.py"),  # argparse printed an 8-line usage
+        (["ckpt=x", "--seeed=3"], "--seeed: not a flag of sample.py"),
+        (["--run", "ckpt=x", "tempo=3"], "Could not override 'tempo'"),  # --run turned every check off
+        (["-r", "ckpt=x", "n=0"], "n=0: expected an integer >= 1"),
+        (["--cfg", "job", "ckpt=x"], None),  # Hydra's own flags: the command is Hydra's
+        (["--config-name=sample", "ckpt=x"], None),
+        (["--help"], None),
+    ],
+)
+def test_flags_hydra_does_not_know_are_refused_and_run_flags_keep_the_checks(argv, outcome):
+    from ddpm.config_check import check_overrides
+    from ddpm.errors import ConfigError
+
+    if outcome is None:
+        assert check_overrides("sample", argv) is None
+        return
+    with pytest.raises(ConfigError, match=outcome):
+        check_overrides("sample", argv)
