@@ -22,12 +22,6 @@ from ddpm.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SAMPLING_ENTRY_POINTS = {"sample", "evaluate", "serve"}  # they read their own keys only: a +key would go unread
-RUN_FLAGS = {"-m", "--multirun", "-r", "--run"}  # the command line still runs a job: checked as without them
-HYDRA_FLAGS = {  # Hydra's own flags (--help, --cfg job, -cn ...): the command is Hydra's business then
-    *("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "--resolve", "-p", "--package", "-i", "--info"),
-    *("-sc", "--shell-completion", "-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir"),
-    "--experimental-rerun",
-}
 
 # key name -> (lowest, highest) allowed; ints for the names in INTEGER.
 INTEGER = {
@@ -215,24 +209,50 @@ def _compose(config_name: str, overrides: list[str]) -> DictConfig:
         raise ConfigError(f"bad command line {' '.join(overrides)}: {_flat(message)}{cause}") from None
 
 
+class _HydraOwn(Exception):
+    """Hydra's parser would exit here (``--version``): the command is Hydra's."""
+
+
+def _hydra_command(config_name: str, argv: list[str]) -> list[str] | None:
+    """The overrides of ``argv`` as Hydra's own parser reads them (its flags, abbreviations and ``--``
+    included), or None when a flag of Hydra's asks for something other than a run (``--cfg``, ``--help``,
+    ``-cn`` ...); a flag it does not know is a ``ConfigError`` instead of argparse's usage text."""
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+
+    def refuse(message: str):
+        hint = f"{config_name}.py takes settings as key=value, e.g. seed=1; --help: Hydra's flags"
+        raise ConfigError(f"{message} ({hint})")
+
+    def own(status: int = 0, message: str | None = None):
+        raise _HydraOwn
+
+    parser.error, parser.exit, parser._print_message = refuse, own, lambda *a, **k: None
+    try:
+        parsed = parser.parse_args(argv)
+    except _HydraOwn:
+        return None
+    runs = {"overrides", "run", "multirun"}  # flags that still run a job: its command line is checked
+    defaults = vars(get_args_parser().parse_args([]))
+    if any(value != defaults[key] for key, value in vars(parsed).items() if key not in runs):
+        return None
+    return list(parsed.overrides)
+
+
 def check_overrides(config_name: str, argv: list[str]) -> DictConfig | None:
     """Compose ``conf/<config_name>.yaml`` with the command line ``argv``; raise ``ConfigError`` on the
     first unknown key, unparsable or mistyped value, size out of range or missing required value.
 
     Returns the composed config (of a sweep's first job), or None when ``argv`` holds Hydra's own flags,
     which leave the command to Hydra (``--help``, ``--cfg``, ``-cn`` ...; ``-m`` and ``--run`` do not); a
-    flag Hydra does not know is a ``ConfigError`` (argparse would print its usage).
+    flag Hydra does not know is a ``ConfigError`` (argparse would print its usage). Every value of a
+    sweep is checked, as its own job would be.
     """
-    flags = [a.split("=", 1)[0] for a in argv if a.startswith("-")]
-    unknown = [f for f in flags if f not in RUN_FLAGS | HYDRA_FLAGS]
-    if unknown:
-        raise ConfigError(
-            f"{unknown[0]}: not a flag of {config_name}.py (settings are key=value, e.g. seed=1; "
-            "--help lists Hydra's flags)"
-        )
-    if any(f in HYDRA_FLAGS for f in flags):
+    command = _hydra_command(config_name, argv)
+    if command is None:
         return None
-    args = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    args = [a for a in command if not a.lstrip("+~").startswith("hydra")]
     try:
         parsed = OverridesParser.create().parse_overrides(args)
     except HydraException as e:

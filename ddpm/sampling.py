@@ -155,7 +155,10 @@ def check_memory(n: int, codec) -> None:
     ``ConfigError`` before any sampling, not an allocation failure in the middle of it."""
     shape = tuple(codec.sample_shape)
     per_sample = 8 * math.prod(shape) + (shape[0] * (4 * 512 + 8 * 32) if len(shape) == 2 else 0)
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): the allocation itself will say
+        return
     if n * per_sample > total:
         raise ConfigError(
             f"n={n}: {n} samples need about {n * per_sample / 2**30:,.0f} GiB, more than this machine's "

@@ -222,13 +222,17 @@ def test_every_value_of_a_sweep_is_checked_before_its_first_job_runs():
 @pytest.mark.parametrize(
     "argv, outcome",
     [
-        (["--foo", "ckpt=x"], "--foo: not a flag of sample.py"),  # argparse printed an 8-line usage
-        (["ckpt=x", "--seeed=3"], "--seeed: not a flag of sample.py"),
+        (["--foo", "ckpt=x"], r"unrecognized arguments: --foo \(sample.py takes settings as key=value"),
+        (["ckpt=x", "--seeed=3"], "unrecognized arguments: --seeed=3"),  # argparse printed an 8-line usage
         (["--run", "ckpt=x", "tempo=3"], "Could not override 'tempo'"),  # --run turned every check off
         (["-r", "ckpt=x", "n=0"], "n=0: expected an integer >= 1"),
+        (["--multi", "ckpt=x", "n=1,0"], "n=0: expected an integer >= 1"),  # an abbreviation Hydra takes
+        (["-m", "--", "ckpt=x", "n=0"], "n=0: expected an integer >= 1"),
         (["--cfg", "job", "ckpt=x"], None),  # Hydra's own flags: the command is Hydra's
         (["--config-name=sample", "ckpt=x"], None),
-        (["--help"], None),
+        (["-cjob", "ckpt=x"], None),
+        (["--hel"], None),
+        (["--version"], None),
     ],
 )
 def test_flags_hydra_does_not_know_are_refused_and_run_flags_keep_the_checks(argv, outcome):
