@@ -13,7 +13,7 @@ from typing import Any, get_args
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override, OverrideType
+from hydra.core.override_parser.types import Override, OverrideType, ValueType
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -259,6 +259,8 @@ def check_overrides(config_name: str, argv: list[str]) -> DictConfig | None:
         raise ConfigError(
             f"cannot parse the command line {' '.join(args)!r}: {_flat(str(e).splitlines()[0])}"
         ) from None
+    if any(o.is_sweep_override() and o.value_type == ValueType.GLOB_CHOICE_SWEEP for o in parsed):
+        return None  # glob(*) lists config files: Hydra's sweeper expands it, and checks each job's groups itself
     overrides = _first_job(parsed)
     for i, o in enumerate(parsed):  # a sweep's other values: each checked as its own job would be, before job 0 runs
         if o.is_sweep_override():

@@ -217,6 +217,7 @@ def test_every_value_of_a_sweep_is_checked_before_its_first_job_runs():
     with pytest.raises(ConfigError, match="seed=-1: expected an integer >= 0"):
         check_overrides("train", ["-m", "experiment=digits", "model.base_channels=16,32", "seed=0,-1"])
     assert check_overrides("sample", ["-m", "ckpt=x", "n=2,3", "seed=0,1"]).n == 2  # job 0's config
+    assert check_overrides("train", ["-m", "model=glob(*)"]) is None  # Hydra's to expand: no traceback here
 
 
 @pytest.mark.parametrize(
