@@ -218,6 +218,10 @@ def test_every_value_of_a_sweep_is_checked_before_its_first_job_runs():
         check_overrides("train", ["-m", "experiment=digits", "model.base_channels=16,32", "seed=0,-1"])
     assert check_overrides("sample", ["-m", "ckpt=x", "n=2,3", "seed=0,1"]).n == 2  # job 0's config
     assert check_overrides("train", ["-m", "model=glob(*)"]) is None  # Hydra's to expand: no traceback here
+    with pytest.raises(ConfigError, match=r"trainer.devices={'a': 1}: expected a number of devices"):
+        check_overrides("train", ["-m", "trainer.devices=1,{a:1}"])  # a later value, checked where it sits
+    with pytest.raises(ConfigError, match="In 'train': Could not find 'model/nope'"):
+        check_overrides("train", ["-m", "model=dense,nope"])  # a later group choice: composed as its job
 
 
 @pytest.mark.parametrize(
