@@ -200,10 +200,10 @@ def _first_job(overrides: list[Override]) -> list[str]:
     return strings
 
 
-def _compose(config_name: str, overrides: list[str]) -> DictConfig:
+def _compose(config_name: str, overrides: list[str], hydra: bool = False) -> DictConfig:
     try:
         with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-            return compose(config_name, overrides=overrides)
+            return compose(config_name, overrides=overrides, return_hydra_config=hydra)
     except (HydraException, OmegaConfBaseException, ValueError) as e:  # ValueError: a group set to null
         message = str(e).split("Config search path:")[0]
         cause = f" ({_flat(str(e.__cause__)).split(' full_key')[0]})" if e.__cause__ else ""
@@ -277,8 +277,10 @@ def check_overrides(config_name: str, argv: list[str]) -> DictConfig | None:
     if command is None:
         return None
     args = [a for a in command if not a.lstrip("+~").startswith("hydra")]
+    hydra_args = [a for a in command if a.lstrip("+~").startswith("hydra")]  # Hydra's own settings
     try:
         parsed = _parser().parse_overrides(args)
+        hydra_parsed = _parser().parse_overrides(hydra_args)
     except HydraException as e:
         raise ConfigError(
             f"cannot parse the command line {' '.join(args)!r}: {_flat(str(e).splitlines()[0])}"
@@ -287,7 +289,9 @@ def check_overrides(config_name: str, argv: list[str]) -> DictConfig | None:
         return None  # glob(*) lists config files: Hydra's sweeper expands it, and checks each job's groups itself
     overrides = _first_job(parsed)
     groups = [s for o, s in zip(parsed, overrides) if _is_group(o)]
-    base = OmegaConf.to_container(_compose(config_name, groups), resolve=False)  # the defaults, groups as chosen
+    hydra_first = _first_job(hydra_parsed)  # checked against Hydra's own schema and groups, once
+    base = _compose(config_name, groups + hydra_first, hydra=bool(hydra_args))  # the defaults, groups as chosen
+    base = OmegaConf.to_container(base, resolve=False)
     for i, o in enumerate(parsed):  # a sweep's other values, before job 0 runs: a group's choice as its own job,
         if o.is_sweep_override():  # a value by its type and range (composing each of 50 seeds took 12 s)
             for value in list(o.sweep_string_iterator())[1:]:

@@ -192,10 +192,14 @@ class DiffusionModule(L.LightningModule):
         checkpoint["spread"] = self.spread
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # Resuming with another model's checkpoint: one line naming the first mismatch, not a traceback.
-        own, theirs = self.state_dict(), checkpoint.get("state_dict") or {}
-        for key in sorted(set(own) | set(theirs)):
-            if key not in own or key not in theirs or tuple(own[key].shape) != tuple(theirs[key].shape):
+        self.check_fits({k: tuple(v.shape) for k, v in (checkpoint.get("state_dict") or {}).items()})
+
+    def check_fits(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Resuming with another model's checkpoint (its weights' ``shapes``): one line naming the first
+        mismatch, not a traceback."""
+        own = {k: tuple(v.shape) for k, v in self.state_dict().items()}
+        for key in sorted(set(own) | set(shapes)):
+            if own.get(key) != shapes.get(key):
                 raise CheckpointError(
                     f"the checkpoint's weights do not fit this model (first difference: {key}); resume with the "
                     f"config the run was trained with"

@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import lightning as L
 import torch
@@ -99,12 +100,19 @@ def discarded_if_refused(output_dir: str | Path, log_name: str = "train.log") ->
         raise
 
 
-def refuse_early(cfg: DictConfig) -> str | None:
+class Resume(NamedTuple):
+    """The checkpoint a run resumes from, and the shapes of its weights (to check against the model)."""
+
+    path: str
+    shapes: dict[str, tuple[int, ...]]
+
+
+def refuse_early(cfg: DictConfig) -> Resume | None:
     """What can be checked before the prepare stage (minutes of corpus extraction and encoding on a new
     clone): values, the checkpoint to resume, and the diffusion process, which needs no data to build.
     Returns the checkpoint to resume (``ckpt_path``), or None."""
     check_values(cfg)
-    ckpt_path = cfg.get("ckpt_path")
+    ckpt_path, resume = cfg.get("ckpt_path"), None
     if ckpt_path and not Path(ckpt_path).is_file():
         raise CheckpointError(f"ckpt_path={ckpt_path}: no such file (resume from a run folder's last.ckpt)")
     if ckpt_path:  # read now, before the prepare stage and the run folder: a file that cannot resume says so
@@ -114,6 +122,7 @@ def refuse_early(cfg: DictConfig) -> str | None:
                 f"ckpt_path={ckpt_path}: no training state in it (an exported checkpoint such as "
                 "checkpoints/melody.ckpt samples but cannot resume); resume from a run folder's last.ckpt"
             )
+        resume = Resume(ckpt_path, {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()})
     clip, bound = cfg.diffusion.get("clip_x_start"), cfg.diffusion.get("clip_value")  # null: the codec's, later
     build(cfg.diffusion, "diffusion", clip_x_start=clip or False, clip_value=1.0 if bound is None else bound)
     optimizer = (cfg.get("module") or {}).get("optimizer")
@@ -122,12 +131,13 @@ def refuse_early(cfg: DictConfig) -> str | None:
             build(optimizer, "module.optimizer")([torch.nn.Parameter(torch.zeros(1))])
         except (ValueError, TypeError) as e:
             raise ConfigError(f"module.optimizer ({optimizer.get('_target_')}): {e}") from None
-    return ckpt_path
+    return resume
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured model; returns the final callback metrics (``train/loss``, ``val/loss``...)."""
-    ckpt_path = refuse_early(cfg)
+    resume = refuse_early(cfg)
+    ckpt_path = resume.path if resume else None
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -140,6 +150,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     codec = build(cfg.codec, "codec")
     codec.fit(datamodule)
     module = build_model(cfg, codec)
+    if resume:  # another model's checkpoint: refused before the logger and the trainer write to the run folder
+        try:
+            module.check_fits(resume.shapes)
+        except CheckpointError as e:
+            raise CheckpointError(f"ckpt_path={ckpt_path}: {e}") from None
     warn_if_unclipped(module.diffusion)
     if cfg.get("compile"):  # in place: parameter names and checkpoints stay those of the plain model
         module.denoiser.compile()

@@ -249,3 +249,18 @@ def test_flags_hydra_does_not_know_are_refused_and_run_flags_keep_the_checks(arg
         return
     with pytest.raises(ConfigError, match=outcome):
         check_overrides("sample", argv)
+
+
+def test_hydras_own_settings_are_checked_against_its_groups_and_schema():
+    """``hydra/job_logging=nope`` ended in Hydra's multi-line error and exit status 1."""
+    from ddpm.config_check import check_overrides
+    from ddpm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"Could not find 'hydra/job_logging/nope' .* default disabled none stdout$"):
+        check_overrides("sample", ["ckpt=x", "hydra/job_logging=nope"])
+    with pytest.raises(ConfigError, match="hydra.job.chdir=maybe .*not a valid bool"):
+        check_overrides("train", ["hydra.job.chdir=maybe"])
+    with pytest.raises(ConfigError, match="Could not override 'hydra.foo'"):
+        check_overrides("evaluate", ["ckpt=x", "hydra.foo=1"])
+    cfg = check_overrides("sample", ["ckpt=x", "hydra/job_logging=stdout", "hydra.run.dir=elsewhere", "n=3"])
+    assert cfg.n == 3 and "hydra" not in cfg  # the run's own config, as before

@@ -103,8 +103,10 @@ def test_a_checkpoint_that_cannot_resume_is_named_before_any_work(tmp_path, run_
         with pytest.raises(CheckpointError, match=f"{tmp_path / name}.*{message}"):
             train(compose_train(TINY + [f"+ckpt_path={tmp_path / name}"], tmp_path / name.split(".")[0]))
         assert not (tmp_path / name.split(".")[0]).exists()
+    other = TINY + ["model.base_channels=16", f"+ckpt_path={run_ckpt}", "logger=tensorboard"]
     with pytest.raises(CheckpointError, match=f"ckpt_path={run_ckpt}: the checkpoint's weights do not fit this model"):
-        train(compose_train(TINY + ["model.base_channels=16", f"+ckpt_path={run_ckpt}"], tmp_path / "other"))
+        train(compose_train(other, tmp_path / "other"))
+    assert not (tmp_path / "other" / "tensorboard").exists()  # refused before the logger wrote: the folder goes
 
 
 def test_musicvae_file_is_loaded_safely(tmp_path):
