@@ -57,7 +57,10 @@ def read_checkpoint(path: str | Path, what: str = "checkpoint") -> Any:
                 f"{path}: refused to load this {what}: unpickling it would call {found.group(1)}, which a file "
                 f"written by this project never does; nothing from it was run"
             ) from None
-        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        # torch's own first line advises weights_only=False, the one thing a foreign file must not get: its cause
+        unpickler = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(e))
+        lines = [x for x in str(e).splitlines() if x.strip()]
+        first = unpickler.group(1) if unpickler else (lines[0] if lines else type(e).__name__)
         raise CheckpointError(f"{path} is not a readable {what} (truncated or not a PyTorch file?): {first}") from None
 
 

@@ -49,6 +49,9 @@ INTEGER = {
     "render_n": (0, None),
     "infill_track": (0, None),
     "num_workers": (0, None),
+    "workers": (0, None),
+    "max_epochs": (-1, None),
+    "max_steps": (-1, None),
     "patience": (0, None),
     "seed": (0, 2**32 - 1),
     "split_seed": (0, 2**32 - 1),
@@ -81,7 +84,7 @@ def _lightning(name: str, value: Any) -> str | None:
     """What a Trainer's ``devices``/``precision``/``accelerator`` should be, or None when ``value`` is one."""
     if name == "devices":
         ints = isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-        number = isinstance(value, int) and not isinstance(value, bool) and value >= -1
+        number = isinstance(value, int) and not isinstance(value, bool) and (value >= 1 or value == -1)  # -1: all
         text = isinstance(value, str) and (value == "auto" or re.fullmatch(r"-1|\d+(,\d+)*,?", value))
         return None if ints or number or text else "a number of devices, a list of device indices or auto"
     if name == "precision":

@@ -106,6 +106,9 @@ def _check(cfg: DictConfig) -> None:
     if cfg.get("sigma") not in (None, "posterior", "beta"):
         raise UserError(f"sigma={cfg.sigma!r}: expected posterior (beta tilde) or beta (null: the run's)")
     resolve_device(str(cfg.device))
+    name = cfg.get("name")
+    if name is not None and (str(name) in ("", ".", "..") or any(c in str(name) for c in "/\\")):
+        raise UserError(f"name={name!r}: expected a folder name for eval/<name> (no slashes); out_dir= takes any path")
 
 
 def build_sets(
@@ -389,7 +392,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Path]:
     if external:
         timings["midi_dir"] = midi_seconds  # reading and encoding the MIDI files
     rows = score_sets(sets, gt, codec.space.dims, int(cfg.bootstrap), int(cfg.seed))
-    name = cfg.get("name") or f"{ckpt_path.stem}_seed{cfg.seed}"
+    name = str(cfg.get("name") or f"{ckpt_path.stem}_seed{cfg.seed}")
     out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else new_folder(ckpt_path.parent / "eval" / name)
     meta = {
         "checkpoint": str(ckpt_path.resolve()),

@@ -48,6 +48,8 @@ def export_checkpoint(src: str | Path, dst: str | Path, musicvae: str | Path | N
     src, dst = Path(src), Path(dst)
     if dst.is_dir():
         raise UserError(f"{dst}: a folder; expected the file to write the exported checkpoint to")
+    if dst.exists() and src.exists() and dst.samefile(src):  # it would replace the file it reads, and lose its history
+        raise UserError(f"{dst}: the checkpoint being exported; expected another file to write the export to")
     ckpt = upgrade_checkpoint(load_checkpoint(src))  # a CheckpointError is a UserError
     run_config = copy.deepcopy(ckpt["run_config"])
     run_config["module"]["ema_decay"] = None  # the single denoiser already holds the EMA weights

@@ -254,8 +254,8 @@ class DDIMSampler(Sampler):
     ):
         if spacing not in ("uniform", "quadratic", "trailing"):
             raise ValueError(f"spacing must be 'uniform', 'quadratic' or 'trailing', got {spacing!r}")
-        if steps < 1 or not 0 <= eta < math.inf:  # NaN fails too
-            raise ValueError(f"steps must be >= 1 and eta a finite number >= 0, got steps={steps}, eta={eta}")
+        if steps < 1 or not 0 <= eta <= 1:  # NaN fails too; above 1 eq. (16)'s sigma outgrows the step
+            raise ValueError(f"steps must be >= 1 and eta a number in [0, 1], got steps={steps}, eta={eta}")
         self.steps, self.eta, self.spacing, self.at_most_T = int(steps), float(eta), spacing, bool(at_most_T)
         self.guidance = _check_guidance(guidance)
 

@@ -177,6 +177,21 @@ def check_paths(cfg: DictConfig) -> None:
     out_dir = cfg.get("out_dir")
     if out_dir is not None and Path(str(out_dir)).exists() and not Path(str(out_dir)).is_dir():
         raise ConfigError(f"out_dir={out_dir}: a file is there; expected a folder (a new one, or one to write into)")
+    # Where the files will go, checked before the sampling that would be lost at the first write
+    target = Path(str(out_dir)) if out_dir is not None else Path(ckpt).parent  # default: a new folder beside ckpt
+    blocked = unwritable(target)
+    if blocked is not None:
+        field = f"out_dir={out_dir}" if out_dir is not None else f"ckpt={ckpt} (the files go beside it by default)"
+        raise ConfigError(f"{field}: cannot write in {blocked}; expected a folder this user can write (out_dir=...)")
+
+
+def unwritable(folder: Path) -> Path | None:
+    """The place that stops ``folder`` from being made or written (its nearest existing ancestor, when that
+    is a file or a folder this user cannot write), or None."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return None if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK) else existing
 
 
 def check_loops(cfg: DictConfig) -> None:
@@ -229,7 +244,8 @@ def midi_melody(path: str | Path, steps: int, track: int | None = None) -> np.nd
     path = Path(path)
     which = f"infill_midi={path}" + (f" infill_track={track}" if track is not None else "")
     if not path.is_file():
-        raise MissingFileError(f"infill_midi={path}: no such file (expected a .mid file with a melody)")
+        found = "a folder" if path.is_dir() else "no such file"
+        raise MissingFileError(f"infill_midi={path}: {found} (expected a .mid file with a melody)")
     try:
         events, bar_steps = read_midi(path, track)
     except MissingTrackError as e:

@@ -119,7 +119,7 @@ def refuse_early(cfg: DictConfig) -> Resume | None:
         checkpoint = read_checkpoint(ckpt_path, "checkpoint to resume (ckpt_path)")
         if not isinstance(checkpoint, dict) or not {"state_dict", "optimizer_states"} <= set(checkpoint):
             raise CheckpointError(
-                f"ckpt_path={ckpt_path}: no training state in it (an exported checkpoint such as "
+                f"ckpt_path={ckpt_path}: no training state in it (not a run's checkpoint: an exported one such as "
                 "checkpoints/melody.ckpt samples but cannot resume); resume from a run folder's last.ckpt"
             )
         resume = Resume(ckpt_path, {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()})

@@ -153,6 +153,18 @@ def test_required_values_take_one_value(argv, message):
         check_overrides("sample", argv)
 
 
+@pytest.mark.parametrize("config", ["sample", "evaluate", "serve"])
+def test_a_key_added_to_a_sampling_entry_point_is_refused_but_not_one_added_to_training(config):
+    """The sampling entry points read their own keys only, so a ``+key`` would go unread; training's config
+    is handed whole to constructors (``+trainer.limit_train_batches``), so there it is taken."""
+    from ddpm.config_check import check_overrides
+    from ddpm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"\+foo=1: {config}.py has no key foo \(conf/{config}.yaml lists them"):
+        check_overrides(config, ["ckpt=x", "+foo=1"])
+    assert check_overrides("train", ["+trainer.limit_train_batches=2"]).trainer.limit_train_batches == 2
+
+
 @pytest.mark.parametrize(
     "config, group",
     [("train", "model"), ("train", "diffusion"), ("sample", "sampler"), ("evaluate", "sampler"), ("serve", "sampler")],

@@ -347,6 +347,7 @@ def test_evaluate_midi_dir_scores_a_folder_of_midi_files_against_the_same_ground
     assert min(scored[mixed][key] for key in OA_COLUMNS) < 0.999
     assert table["meta"]["midi_dir"][str(tmp_path / "truth")] == [f"tune_{k}.mid" for k in range(4)]
     assert table["meta"]["eval_dir"] == plain["meta"]["eval_dir"]  # the ground truth's folder, not a MIDI one
+    assert table["meta"]["sampling_seconds"]["midi_dir"] >= 0 and "midi_dir" not in plain["meta"]["sampling_seconds"]
 
 
 def test_midi_row_draws_n_files_and_ends_short_ones_with_rest(tmp_path):
@@ -469,6 +470,34 @@ def test_infill_midi_keeps_the_users_frames_exactly(melody_run, tmp_path):
     assert not np.array_equal(decoded[:, np.r_[0:32, 96:128]], np.stack([looped[np.r_[0:32, 96:128]]] * 3))
 
 
+def test_infill_midi_writes_the_users_notes_where_a_kept_loop_copies_them(melody_run, tmp_path):
+    """A song A B played again (A B A B) with frame 1 regenerated: the loop its kept frames show (period 2)
+    makes frame 1 a copy of frame 3, so the files hold the user's own B there, not the MusicVAE's decoding."""
+    from ddpm.music.events import pad_with_rest, read_midi, write_midi
+    from ddpm.sampling import load_checkpoint, restore, sample
+
+    _, run = melody_run
+    rng = np.random.default_rng(7)
+    events = np.zeros(64, np.int64)  # two windows, A and B
+    events[::4] = 2 + 60 - 21 + rng.integers(-7, 8, 16)
+    song = write_midi(events, tmp_path / "song.mid")
+    cfg = compose_config(
+        "sample",
+        [f"ckpt={run / 'last.ckpt'}", "n=2", "infill=[1,2]", f"infill_midi={song}", f"out_dir={tmp_path / 'out'}"]
+        + ["sampler=ddim", "sampler.steps=5"],
+    )
+    sample(cfg)
+    record = json.loads((tmp_path / "out" / "record.json").read_text())
+    assert record["periods"] == [2, 2]
+    _, codec = restore(load_checkpoint(run / "last.ckpt"))
+    generated = np.load(tmp_path / "out" / "generated.npz")["samples"]
+    decoded = codec.melodies_from_latents(generated)
+    for k in range(2):
+        back = pad_with_rest(read_midi(tmp_path / "out" / f"generated_{k:03d}.mid")[0], 128)
+        np.testing.assert_array_equal(back, np.tile(events, 2))  # every frame the user's: kept or a kept one's copy
+        assert not np.array_equal(decoded[k, 32:64], events[32:])  # which the decoding alone does not give
+
+
 def test_infill_midi_bad_file_is_a_user_error(melody_run, tmp_path):
     from ddpm.errors import UserError
     from ddpm.sampling import sample
@@ -481,6 +510,9 @@ def test_infill_midi_bad_file_is_a_user_error(melody_run, tmp_path):
         sample(cfg)
     cfg = sample_cfg([f"ckpt={run / 'last.ckpt'}", "n=2", "infill=[3,9]", f"infill_midi={bad}"])
     with pytest.raises(UserError, match=r"infill=\[3,9\]"):
+        sample(cfg)
+    cfg = sample_cfg([f"ckpt={run / 'last.ckpt'}", "n=2", "infill=[1,3]", f"infill_midi={tmp_path}"])
+    with pytest.raises(UserError, match=r"infill_midi=.*: a folder \(expected a .mid file with a melody\)"):
         sample(cfg)
 
 
@@ -568,7 +600,8 @@ def test_evaluate_bad_values_are_user_errors(melody_run, tmp_path):
         (["temperature=true"], "temperature=True: expected a number"),
         (["sampler.guidance=-1"], r"sampler .*'guidance': -1.*guidance must be a finite number >= 0"),
         (["sampler.guidance=inf"], r"sampler .*guidance must be a finite number >= 0 .0: none., got inf"),
-        (["sampler=ddim", "sampler.eta=nan"], r"sampler .*eta a finite number >= 0, got steps=50, eta=nan"),
+        (["sampler=ddim", "sampler.eta=nan"], r"sampler .*eta a number in \[0, 1\], got steps=50, eta=nan"),
+        (["sampler=ddim", "sampler.eta=2"], r"sampler .*eta a number in \[0, 1\], got steps=50, eta=2"),
         (["sampler=fast", "sampler.steps=0"], r"sampler .*'steps': 0.*steps must be >= 1"),
         (["ckpt=" + str(tmp_path / "none.ckpt")], "checkpoint not found"),
         (["n=4", f"midi_dir={tmp_path / 'nowhere'}"], "midi_dir=.*nowhere: no such folder"),
@@ -582,6 +615,11 @@ def test_evaluate_bad_values_are_user_errors(melody_run, tmp_path):
         (["split_seed=-1"], r"split_seed=-1: expected an integer >= 0"),
         (["device=foo"], "device='foo': expected cpu, cuda or cuda:<index>"),
         (["device=meta"], "device=meta: expected cpu, cuda or cuda:<index>"),
+        (["ckpt=" + str(tmp_path / "none.ckpt"), "device=foo"], "device='foo'"),  # checked before the file is read
+        (["ckpt=" + str(tmp_path / "none.ckpt"), "sigma=foo"], "sigma='foo'"),
+        (["name=a/b"], r"name='a/b': expected a folder name for eval/<name> \(no slashes\)"),  # it wrote eval/a/b
+        (["name=.."], r"name='..': expected a folder name"),
+        ([f"out_dir={tmp_path / 'a_file' / 'table'}"], r"out_dir=.*table: cannot write in .*a_file; expected a folder"),
     ):
         cfg = compose_config("evaluate", [f"ckpt={run / 'last.ckpt'}", *overrides])
         with pytest.raises(UserError, match=message):

@@ -38,12 +38,14 @@ def test_export_refuses_a_folder_as_its_output_and_a_musicvae_that_is_not_one(me
     for args, message in (
         ([str(tmp_path)], f"error: {tmp_path}: a folder; expected the file to write the exported checkpoint to"),
         ([str(tmp_path / "x.ckpt"), "--musicvae", str(tmp_path / "song.mid")], "song.mid is not a readable MusicVAE"),
+        ([str(run / "." / "last.ckpt")], "last.ckpt: the checkpoint being exported; expected another file"),
     ):
         with pytest.raises(SystemExit) as e:
             main([str(run / "last.ckpt"), *args])
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and len(err.splitlines()) == 1 and message in err
     assert not (tmp_path / "x.ckpt").exists()  # nothing written
+    assert "optimizer_states" in torch.load(run / "last.ckpt", weights_only=True)  # the source is still the run's
 
 
 def test_export_of_a_main_job_sized_model_fits_20_mb(tmp_path):

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from ddpm.music.events import (
+    MIN_PITCH,
     NOTE_OFF,
     NUM_CLASSES,
     Note,
@@ -81,6 +82,8 @@ def test_padding_to_whole_windows_ends_a_sounding_last_note():
     whole = np.r_[on(64), np.zeros(31, int)]  # a whole window: nothing to pad, the note is not cut
     assert fit_length(whole, 32).tolist() == whole.tolist()
     assert fit_length(np.zeros(0, int), 32).tolist() == [0] * 32  # at least one window
+    lowest = np.array([on(MIN_PITCH), 0, 0])  # the lowest note (event 2) is a note like any other
+    assert fit_length(lowest, 32).tolist() == lowest.tolist() + [NOTE_OFF] + [0] * 28
     longer = np.r_[held, np.zeros(30, int)]  # 40 steps: two windows, the note ended at step 40
     assert fit_length(longer, 64)[40] == NOTE_OFF and fit_length(longer, 64)[41:].tolist() == [0] * 23
     opening_rest = np.zeros(32, int)  # a whole window that opens with a rest and ends on a sounding note

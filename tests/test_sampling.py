@@ -1,6 +1,8 @@
 """sample.py's inputs, seeds and outputs (ddpm/sampling.py), on an untrained latent checkpoint built by hand
 (pinned by session 29's mutation audit; the trained chain end to end: tests/test_codecs.py)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -93,6 +95,8 @@ def test_sample_args_and_infill_ranges_are_checked(tmp_path):
         check_sample_args(OmegaConf.create({**base, "infill": [1, 2, 3]}))
     with pytest.raises(ConfigError, match=r"ckpt=None: expected a checkpoint file"):
         check_sample_args(OmegaConf.create({**base, "ckpt": None}))
+    with pytest.raises(ConfigError, match=r"ckpt=: expected a checkpoint file"):
+        check_sample_args(OmegaConf.create({**base, "ckpt": ""}))  # `ckpt=` on the command line
     (tmp_path / "notes.txt").write_text("a user's file")
     with pytest.raises(ConfigError, match=r"out_dir=.*notes.txt: a file is there; expected a folder"):
         check_sample_args(OmegaConf.create({**base, "out_dir": str(tmp_path / "notes.txt")}))
@@ -173,3 +177,29 @@ def test_more_samples_than_the_memory_holds_are_refused_before_sampling(latent_c
     check_memory(10_000, codec)
     with pytest.raises(ConfigError, match="n=1000000000: 1000000000 samples need about 40,770 GiB"):
         check_memory(1_000_000_000, codec)
+
+
+def test_a_folder_that_cannot_be_written_is_refused_before_sampling(tmp_path, monkeypatch):
+    """A read-only ``out_dir`` ended in a PermissionError traceback after the sampling (found by a probe run
+    without root's override; root writes anywhere, so the permission is stubbed here)."""
+    import os
+
+    from omegaconf import OmegaConf
+
+    from ddpm.errors import ConfigError
+    from ddpm.sampling import check_sample_args, unwritable
+
+    (tmp_path / "a_file").write_text("notes")
+    assert unwritable(tmp_path / "new" / "deeper") is None  # made when written
+    assert unwritable(tmp_path / "a_file" / "out") == tmp_path / "a_file"  # under a file: never
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked and real_access(path, mode))
+    assert unwritable(locked / "samples") == locked and unwritable(tmp_path / "open") is None
+    base = {"ckpt": str(locked / "last.ckpt"), "n": 2, "batch_size": 2, "seed": 0, "device": "cpu"}
+    with pytest.raises(ConfigError, match=r"out_dir=.*locked/s: cannot write in .*locked; expected a folder"):
+        check_sample_args(OmegaConf.create({**base, "out_dir": str(locked / "s")}))
+    with pytest.raises(ConfigError, match=r"ckpt=.*last.ckpt \(the files go beside it by default\): cannot write in"):
+        check_sample_args(OmegaConf.create(base))  # no out_dir: a new folder beside the checkpoint
+    check_sample_args(OmegaConf.create({**base, "out_dir": str(tmp_path / "open")}))

@@ -133,6 +133,9 @@ def test_a_refused_start_leaves_no_run_folder_and_a_run_with_files_is_kept(tmp_p
     (mine / "notes.txt").write_text("mine")
     assert not discard_unused_run(mine) and (mine / "notes.txt").read_text() == "mine"
     assert not discard_unused_run(tmp_path / "absent")
+    named = tmp_path / "my_runs" / "try1"  # hydra.run.dir the user named: its parent is theirs, empty or not
+    (named / ".hydra").mkdir(parents=True)
+    assert discard_unused_run(named) and not named.exists() and (tmp_path / "my_runs").is_dir()
 
 
 def test_resume_continues_from_last_checkpoint(run_dir, tmp_path):
