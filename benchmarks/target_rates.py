@@ -6,8 +6,9 @@
 The target (Consistency >= 0.98 and Variance >= 0.85 on pitch and on duration) is scored against one
 ground truth of n eval sequences, and Variance at n = 256 is a noisy figure, so whether one set meets
 it is partly chance. This measures that chance instead of counting a few sets:
-- **real vs real**: for each of ``--pairings`` random splits of the eval sequences, a ground truth of
-  n and a disjoint set of n other eval tunes (a perfect generator of the eval tunes' distribution);
+- **real vs real**: for each of ``--pairings`` random ground truths of n eval sequences, n sequences of
+  other eval tunes (as ``evaluate.py``'s row; a long tune is cut into several sequences, which must not
+  land on both sides);
 - **train split**: the same ground truths against a fresh random n of the run's training tunes (a
   perfect copy of the training data);
 - **model**: ``--sets`` sample sets of n (``sample.py``'s way: loops from the run's period prior, its
@@ -32,6 +33,20 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.target_sets import FIGURES, TARGET  # noqa: E402
 
+# evaluate.py's keys that change how the model's sets are drawn, the ones this script reads
+SAMPLING_KEYS = (
+    "sampler",
+    "spread",
+    "temperature",
+    "refill",
+    "sigma",
+    "clip_x_start",
+    "period_guidance",
+    "loops",
+    "device",
+    "batch_size",
+)
+
 
 def meets(overlaps: np.ndarray, gt_overlaps: np.ndarray) -> np.ndarray:
     """Whether a set (per-piece overlaps ``[n, 2]``) meets each figure of the target against a ground
@@ -54,18 +69,24 @@ def wilson(successes: int, trials: int, level: float = 0.95) -> tuple[float, flo
     return max(0.0, float(centre - half)), min(1.0, float(centre + half))
 
 
-def real_rates(pool: np.ndarray, n: int, pairings: int, seed: int, train: np.ndarray | None = None):
+def real_rates(pool: np.ndarray, titles: np.ndarray, n: int, pairings: int, seed: int, train: np.ndarray | None = None):
     """(ground-truth indices ``[pairings, n]``, real-vs-real hits ``[pairings, 5]``, train hits or None):
-    each pairing a random split of ``pool`` (per-piece overlaps of the eval sequences) into a ground
-    truth and a disjoint set of ``n``; the train row draws a fresh ``n`` of ``train`` for each."""
-    if 2 * n > len(pool):
-        raise SystemExit(f"--n {n}: the eval split has {len(pool)} sequences; expected n <= {len(pool) // 2}")
+    each pairing a random ground truth of ``n`` eval sequences (``pool``: their per-piece overlaps) and a
+    random ``n`` of the sequences of other tunes (``titles``, as ``evaluate.py`` draws its real-vs-real
+    row: ``ddpm.evaluation.other_tunes``); the train row draws a fresh ``n`` of ``train`` for each."""
+    from ddpm.evaluation import other_tunes
+
     rng = np.random.default_rng(seed)
     gts, real, trained = [], [], []
     for _ in range(pairings):
         order = rng.permutation(len(pool))
+        others = other_tunes(order[n:], titles, order[:n])
+        if len(others) < n:
+            raise SystemExit(
+                f"--n {n}: {len(others)} eval sequences of tunes outside a ground truth; expected n <= that"
+            )
         gts.append(order[:n])
-        real.append(meets(pool[order[n : 2 * n]], pool[order[:n]]))
+        real.append(meets(pool[others[:n]], pool[order[:n]]))
         if train is not None:
             trained.append(meets(train[rng.choice(len(train), n, replace=False)], pool[order[:n]]))
     return np.array(gts), np.array(real), (np.array(trained) if train is not None else None)
@@ -91,30 +112,39 @@ def sample_overlaps(args, overrides: list[str]) -> list[np.ndarray]:
     from hydra import compose, initialize_config_dir
 
     from benchmarks._common import CONF
-    from ddpm.io.atomic import atomic_path, atomic_write_text
+    from ddpm.io.atomic import atomic_path
     from ddpm.module import step_seed
     from ddpm.music.similarity import piece_overlaps
-    from ddpm.sampling import build_sampler, draw_loops, load_checkpoint, restore, set_overrides
+    from ddpm.sampling import build_sampler, draw_loops, load_checkpoint, resolve_device, restore, set_overrides
 
+    unread = [o for o in overrides if o.lstrip("+~").split("=")[0].split(".")[0] not in SAMPLING_KEYS]
+    if unread:
+        raise SystemExit(
+            f"{unread[0]}: target_rates.py takes the sampling settings of evaluate.py only ({SAMPLING_KEYS})"
+        )
     out = Path(args.out)
     digest = hashlib.sha256(Path(args.ckpt).read_bytes()).hexdigest()[:16]
     request = {"checkpoint_sha256": digest, "n": args.n, "seed": args.seed, "sampler": args.sampler}
     request["overrides"] = overrides
     cached, sets = out / "model_overlaps.npz", []
-    if cached.is_file() and (out / "request.json").is_file():
-        if json.loads((out / "request.json").read_text()) == request:
-            sets = list(np.load(cached)["overlaps"])  # set k is drawn with step_seed(seed, k): more sets add to these
-            if len(sets) >= args.sets:
-                return sets[: args.sets]
+    if cached.is_file():  # the request is stored in the same file as the sets it made
+        with np.load(cached) as stored:
+            if "request" in stored and json.loads(str(stored["request"])) == request:
+                sets = list(stored["overlaps"])  # set k is drawn with step_seed(seed, k): more sets add to these
+    if len(sets) >= args.sets:
+        return sets[: args.sets]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose("evaluate", [f"ckpt={args.ckpt}", f"sampler={args.sampler}", f"n={args.n}", *overrides])
     ckpt = load_checkpoint(args.ckpt)
     module, codec = restore(ckpt, args.ckpt)
     set_overrides(cfg, module, codec)
+    if cfg.get("sigma"):
+        module.diffusion.set_sigma(cfg.sigma)
+    module.to(resolve_device(str(cfg.device)))
     sampler = build_sampler(cfg.sampler, module.diffusion)
     for k in range(len(sets), args.sets):
         seed = step_seed(args.seed, k)
-        loops = draw_loops(codec, args.n, seed)
+        loops = draw_loops(codec, args.n, seed) if cfg.get("loops", True) else None
         periods, index = loops if loops else (None, None)
         x = module.sample(
             args.n,
@@ -129,8 +159,7 @@ def sample_overlaps(args, overrides: list[str]) -> list[np.ndarray]:
         if (k + 1) % 10 == 0 or k + 1 == args.sets:  # kept as they come: a stopped run goes on from here
             out.mkdir(parents=True, exist_ok=True)
             with atomic_path(cached) as tmp, open(tmp, "wb") as f:
-                np.savez(f, overlaps=np.array(sets))
-            atomic_write_text(out / "request.json", json.dumps(request, indent=2))
+                np.savez(f, overlaps=np.array(sets), request=json.dumps(request))
     return sets
 
 
@@ -158,10 +187,10 @@ def main() -> None:
 
     to_stderr()  # each sample set's progress
     run_config = load_checkpoint(args.ckpt)["run_config"]
-    events, _ = read_eval_events(run_config["data"]["dir"])
+    events, titles = read_eval_events(run_config["data"]["dir"])
     pool = piece_overlaps(events)
     train = piece_overlaps(train_events(run_config, events.shape[1] // 32))
-    gts, real, trained = real_rates(pool, args.n, args.pairings, args.seed, train)
+    gts, real, trained = real_rates(pool, np.array(titles), args.n, args.pairings, args.seed, train)
     model = model_rates(sample_overlaps(args, overrides), pool, gts)
     print(f"\nissue 9's target (Consistency >= 0.98, Variance >= 0.85), n = {args.n}, {args.pairings} ground truths")
     print("| set | C pitch | V pitch | C duration | V duration | all four met [95% interval] |")

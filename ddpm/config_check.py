@@ -57,6 +57,7 @@ INTEGER = {
     "split_seed": (0, 2**32 - 1),
     "port": (0, 65535),
 }
+LIMITS = {"max_epochs", "max_steps"}  # INTEGER names that null switches off
 REAL = {
     "lr": (0.0, None),
     "qpm": (0.0, None),
@@ -175,8 +176,8 @@ def _expected(name: str, old: Any, new: Any) -> str | None:
         return "a value (a path, a number)" if isinstance(new, list | dict) else None
     if _unset(old) or name in LOOSE:
         return None
-    if new is None:
-        return "an integer" if name in INTEGER else "a number" if name in REAL else None
+    if new is None:  # a limit may be switched off (trainer.max_epochs=null: train by steps), a size may not
+        return "an integer" if name in INTEGER and name not in LIMITS else "a number" if name in REAL else None
     if isinstance(old, bool):
         return None if isinstance(new, bool) else "true or false"
     if isinstance(old, int):
@@ -207,8 +208,10 @@ def _compose(config_name: str, overrides: list[str], hydra: bool = False) -> Dic
     try:
         with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
             return compose(config_name, overrides=overrides, return_hydra_config=hydra)
-    except (HydraException, OmegaConfBaseException, ValueError) as e:  # ValueError: a group set to null
-        message = str(e).split("Config search path:")[0]
+    except Exception as e:  # ValueError: a group set to null; Hydra's own settings: whatever OmegaConf raises
+        if not (hydra or isinstance(e, HydraException | OmegaConfBaseException | ValueError)):
+            raise
+        message = str(e).split("Config search path:")[0] or type(e).__name__
         cause = f" ({_flat(str(e.__cause__)).split(' full_key')[0]})" if e.__cause__ else ""
         raise ConfigError(f"bad command line {' '.join(overrides)}: {_flat(message)}{cause}") from None
 
@@ -286,7 +289,7 @@ def check_overrides(config_name: str, argv: list[str]) -> DictConfig | None:
         hydra_parsed = _parser().parse_overrides(hydra_args)
     except HydraException as e:
         raise ConfigError(
-            f"cannot parse the command line {' '.join(args)!r}: {_flat(str(e).splitlines()[0])}"
+            f"cannot parse the command line {' '.join(command)!r}: {_flat(str(e).splitlines()[0])}"
         ) from None
     if any(o.is_sweep_override() and o.value_type == ValueType.GLOB_CHOICE_SWEEP for o in parsed):
         return None  # glob(*) lists config files: Hydra's sweeper expands it, and checks each job's groups itself

@@ -85,7 +85,7 @@ def eval_meters(cfg: DictConfig) -> list[str] | None:
 
 
 def _check(cfg: DictConfig) -> None:
-    check_paths(cfg)
+    check_paths(cfg, "eval")
     eval_meters(cfg)
     check_loops(cfg)
     for key, default, least, what in (
@@ -106,9 +106,20 @@ def _check(cfg: DictConfig) -> None:
     if cfg.get("sigma") not in (None, "posterior", "beta"):
         raise UserError(f"sigma={cfg.sigma!r}: expected posterior (beta tilde) or beta (null: the run's)")
     resolve_device(str(cfg.device))
-    name = cfg.get("name")
-    if name is not None and (str(name) in ("", ".", "..") or any(c in str(name) for c in "/\\")):
+    name = cfg.get("name")  # eval/<name>, unless out_dir= names the folder itself; "" is the default name
+    if (
+        name not in (None, "")
+        and not cfg.get("out_dir")
+        and (str(name) in (".", "..") or any(c in str(name) for c in "/\\"))
+    ):
         raise UserError(f"name={name!r}: expected a folder name for eval/<name> (no slashes); out_dir= takes any path")
+
+
+def other_tunes(candidates: np.ndarray, titles: np.ndarray, ground_truth: np.ndarray) -> np.ndarray:
+    """The ``candidates`` (indices of eval sequences) whose tune is not one of the ``ground_truth``'s: a
+    long tune is cut into several sequences (the last overlapping the one before), so a set disjoint in
+    sequences may still share tunes, and bars, with the ground truth, which no generator can."""
+    return candidates[~np.isin(titles[candidates], titles[ground_truth])]
 
 
 def build_sets(
@@ -120,13 +131,14 @@ def build_sets(
     sampler,
     train: np.ndarray | None = None,
     external: list[MelodySet] = (),
+    titles: np.ndarray | None = None,
 ) -> tuple[MelodySet, list[MelodySet], dict]:
     """Ground truth and every other row's melodies (and latents), drawn with ``cfg.seed``.
 
     ``events`` ``[N, frames * 32]`` are the eval sequences from the corpus and ``latents``
-    ``[N, frames, 512]`` their stored MusicVAE means; ``codec`` is the run's melody codec;
-    ``train``, the train split's sequences as events, makes the ``train_sets`` row; ``external``
-    (``midi_row``) follow the DDPM row.
+    ``[N, frames, 512]`` their stored MusicVAE means, ``titles`` their tunes (None: each its own);
+    ``codec`` is the run's melody codec; ``train``, the train split's sequences as events, makes the
+    ``train_sets`` row; ``external`` (``midi_row``) follow the DDPM row.
     """
     n = int(cfg.n)
     order = np.random.default_rng(cfg.split_seed).permutation(len(events))
@@ -137,12 +149,19 @@ def build_sets(
         )
     repaint_spec = _repaint_spec(cfg)  # built before any sampling, so a bad setting costs nothing
     repaint = build_sampler(OmegaConf.create(repaint_spec), module.diffusion) if repaint_spec else None
-    gt_idx, rest = order[:n], order[n:]
+    gt_idx = order[:n]
+    titles = np.arange(len(events)) if titles is None else np.asarray(titles)
+    rest = other_tunes(order[n:], titles, gt_idx)  # real vs real: other tunes, not other parts of the same ones
+    if len(rest) < n:
+        raise UserError(
+            f"n={n}: the eval split has {len(rest)} sequences of tunes outside this ground truth; expected "
+            f"n <= {len(rest)} (a real-vs-real set of other tunes)"
+        )
     gt = MelodySet("ground truth", events[gt_idx], latents[gt_idx], "eval sequences, corpus events")
     sets, timings = [], {}
     rng = np.random.default_rng(cfg.seed)
 
-    # Real vs real: other eval sequences against the same ground truth, several draws.
+    # Real vs real: sequences of other eval tunes against the same ground truth, several draws.
     gt_overlaps = piece_overlaps(gt.melodies)
     draws = [rng.choice(rest, n, replace=False) for _ in range(int(cfg.real_repeats))]
     repeats = [consistency_variance(piece_overlaps(events[d]), gt_overlaps) for d in draws]
@@ -361,7 +380,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Path]:
         )
     folder = cfg.get("eval_dir") or ckpt["run_config"]["data"]["dir"]
     check_same_musicvae(folder, ckpt["run_config"]["data"]["dir"])
-    events, _, meters = read_eval_events(folder, with_meters=True)
+    events, titles, meters = read_eval_events(folder, with_meters=True)
+    titles = np.array(titles)
     latents = eval_latents(ckpt["run_config"], folder=folder)  # [N, frames, 512]: the stored means
     if len(events) != len(latents):
         raise UserError(f"{folder}: {len(events)} eval melodies but {len(latents)} eval records; run prepare.py again")
@@ -370,7 +390,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Path]:
         keep = np.isin(meters, wanted)
         if not keep.any():
             raise UserError(f"eval_meters={wanted}: no eval sequences there (meters: {sorted(set(meters))})")
-        events, latents = events[keep], latents[keep]
+        events, latents, titles = events[keep], latents[keep], titles[keep]
     if cfg.get("sigma"):  # sampling-time choices, for measuring them on one trained model
         module.diffusion.set_sigma(cfg.sigma)
     set_overrides(cfg, module, codec)
@@ -388,7 +408,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Path]:
         external.append(row)
         midi_files_read[midi_folder] = names
     midi_seconds = time.perf_counter() - midi_start
-    gt, sets, timings = build_sets(cfg, module, codec, events, latents, sampler, train, external)
+    gt, sets, timings = build_sets(cfg, module, codec, events, latents, sampler, train, external, titles)
     if external:
         timings["midi_dir"] = midi_seconds  # reading and encoding the MIDI files
     rows = score_sets(sets, gt, codec.space.dims, int(cfg.bootstrap), int(cfg.seed))

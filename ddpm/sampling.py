@@ -140,7 +140,7 @@ def check_sample_args(cfg: DictConfig) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
             raise ConfigError(f"{key}={value!r}: expected an integer >= {lowest}")
     resolve_device(cfg.get("device", "cpu"))
-    check_paths(cfg)
+    check_paths(cfg, "samples")
     check_loops(cfg)
     infill = cfg.get("infill")
     if infill is not None:
@@ -166,19 +166,22 @@ def check_memory(n: int, codec) -> None:
         )
 
 
-def check_paths(cfg: DictConfig) -> None:
-    """``ckpt`` is a path and ``out_dir``, when given, is not a file: before any work (``sample.py``,
-    ``evaluate.py``, ``serve.py``)."""
+def check_paths(cfg: DictConfig, default: str | None = None) -> None:
+    """``ckpt`` is a path and ``out_dir``, when given, is not a file, and the files can be written there
+    (or, without ``out_dir``, in the folder ``default`` beside the checkpoint; None: ``out_dir`` is
+    required): before any work (``sample.py``, ``evaluate.py``, ``serve.py``)."""
     ckpt = cfg.get("ckpt")
     if not isinstance(ckpt, str) or not ckpt:
         raise ConfigError(
             f"ckpt={ckpt}: expected a checkpoint file (checkpoints/melody.ckpt as shipped, or outputs/<run>/last.ckpt)"
         )
-    out_dir = cfg.get("out_dir")
+    out_dir = cfg.get("out_dir") or None  # "" is the default, as for the writers
+    if out_dir is None and default is None:
+        raise ConfigError(f"out_dir={cfg.get('out_dir')!r}: expected a folder for the files")
     if out_dir is not None and Path(str(out_dir)).exists() and not Path(str(out_dir)).is_dir():
         raise ConfigError(f"out_dir={out_dir}: a file is there; expected a folder (a new one, or one to write into)")
     # Where the files will go, checked before the sampling that would be lost at the first write
-    target = Path(str(out_dir)) if out_dir is not None else Path(ckpt).parent  # default: a new folder beside ckpt
+    target = Path(str(out_dir)) if out_dir is not None else Path(ckpt).parent / str(default)
     blocked = unwritable(target)
     if blocked is not None:
         field = f"out_dir={out_dir}" if out_dir is not None else f"ckpt={ckpt} (the files go beside it by default)"

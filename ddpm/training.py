@@ -122,7 +122,8 @@ def refuse_early(cfg: DictConfig) -> Resume | None:
                 f"ckpt_path={ckpt_path}: no training state in it (not a run's checkpoint: an exported one such as "
                 "checkpoints/melody.ckpt samples but cannot resume); resume from a run folder's last.ckpt"
             )
-        resume = Resume(ckpt_path, {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()})
+        weights = checkpoint["state_dict"] if isinstance(checkpoint["state_dict"], dict) else {}
+        resume = Resume(ckpt_path, {k: tuple(getattr(v, "shape", ())) for k, v in weights.items()})
     clip, bound = cfg.diffusion.get("clip_x_start"), cfg.diffusion.get("clip_value")  # null: the codec's, later
     build(cfg.diffusion, "diffusion", clip_x_start=clip or False, clip_value=1.0 if bound is None else bound)
     optimizer = (cfg.get("module") or {}).get("optimizer")

@@ -274,5 +274,9 @@ def test_hydras_own_settings_are_checked_against_its_groups_and_schema():
         check_overrides("train", ["hydra.job.chdir=maybe"])
     with pytest.raises(ConfigError, match="Could not override 'hydra.foo'"):
         check_overrides("evaluate", ["ckpt=x", "hydra.foo=1"])
+    with pytest.raises(ConfigError, match=r"cannot parse the command line 'ckpt=x hydra.run.dir=a\]b'"):
+        check_overrides("sample", ["ckpt=x", "hydra.run.dir=a]b"])  # the line as typed, not an empty quote
+    with pytest.raises(ConfigError, match=r"bad command line hydra.sweeper.params={seed:'1,2'}"):
+        check_overrides("train", ["hydra.sweeper.params={seed:'1,2'}"])  # OmegaConf's AttributeError was a traceback
     cfg = check_overrides("sample", ["ckpt=x", "hydra/job_logging=stdout", "hydra.run.dir=elsewhere", "n=3"])
     assert cfg.n == 3 and "hydra" not in cfg  # the run's own config, as before

@@ -763,3 +763,25 @@ def test_infill_midi_starts_at_the_bar_of_the_first_note_and_a_bad_file_is_one_l
     bad.write_bytes(b"MThd" + struct.pack(">IHHH", 6, 0, 1, 96) + b"MTrk" + struct.pack(">I", len(track)) + track)
     with pytest.raises(ConfigError, match=r"^infill_midi=.*tempo\.mid: not a readable MIDI melody"):
         midi_melody(bad, 128)
+
+
+def test_real_vs_real_draws_other_tunes_than_the_ground_truths(melody_run, tmp_path, monkeypatch):
+    """A long tune is cut into several eval sequences; the real-vs-real row takes none of the ground truth's
+    tunes. With every sequence one tune's, no other tune is left, and the command says so."""
+    import ddpm.evaluation as evaluation
+    from ddpm.errors import UserError
+    from ddpm.evaluation import other_tunes
+
+    titles = np.array(["a", "b", "a", "c", "b", "d"])
+    assert other_tunes(np.array([1, 3, 4, 5]), titles, np.array([0, 2, 4])).tolist() == [3, 5]
+    _, run = melody_run
+    real = evaluation.read_eval_events
+
+    def one_tune(folder, with_meters=False):
+        events, titles, *meters = real(folder, with_meters)
+        return (events, ["the same tune"] * len(titles), *meters)
+
+    monkeypatch.setattr(evaluation, "read_eval_events", one_tune)
+    cfg = compose_config("evaluate", [f"ckpt={run / 'last.ckpt'}", "n=4", f"out_dir={tmp_path / 'e'}"])
+    with pytest.raises(UserError, match=r"n=4: the eval split has 0 sequences of tunes outside this ground truth"):
+        evaluation.evaluate(cfg)

@@ -37,6 +37,7 @@ def test_ranges_hold_their_closed_ends_and_refuse_booleans():
             check_values(values)
     assert _expected("batch_size", 4, None) == "an integer"  # null may switch things off, not a size
     assert _expected("max_time", "00:00:26:00", None) is None
+    assert _expected("max_epochs", 100, None) is None  # a limit switched off: train by steps
 
 
 def test_a_checkpoint_config_may_not_name_a_function_anywhere(tmp_path):

@@ -203,3 +203,9 @@ def test_a_folder_that_cannot_be_written_is_refused_before_sampling(tmp_path, mo
     with pytest.raises(ConfigError, match=r"ckpt=.*last.ckpt \(the files go beside it by default\): cannot write in"):
         check_sample_args(OmegaConf.create(base))  # no out_dir: a new folder beside the checkpoint
     check_sample_args(OmegaConf.create({**base, "out_dir": str(tmp_path / "open")}))
+    (locked / "samples").mkdir()  # the default folder there already, and writable: fine
+    check_sample_args(OmegaConf.create(base))
+    from ddpm.sampling import check_paths
+
+    with pytest.raises(ConfigError, match="out_dir=None: expected a folder for the files"):
+        check_paths(OmegaConf.create({"ckpt": "x.ckpt", "out_dir": None}))  # serve.py: no default folder
