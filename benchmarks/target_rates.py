@@ -32,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.target_sets import FIGURES, TARGET  # noqa: E402
+from ddpm.errors import ConfigError  # noqa: E402
 
 # evaluate.py's keys that change how the model's sets are drawn, the ones this script reads
 SAMPLING_KEYS = (
@@ -82,7 +83,7 @@ def real_rates(pool: np.ndarray, titles: np.ndarray, n: int, pairings: int, seed
         order = rng.permutation(len(pool))
         others = other_tunes(order[n:], titles, order[:n])
         if len(others) < n:
-            raise SystemExit(
+            raise ConfigError(
                 f"--n {n}: {len(others)} eval sequences of tunes outside a ground truth; expected n <= that"
             )
         gts.append(order[:n])
@@ -109,19 +110,13 @@ def sample_overlaps(args, overrides: list[str]) -> list[np.ndarray]:
     """Per-piece overlaps of ``args.sets`` sample sets of ``args.n`` (read from ``args.out`` when the same
     checkpoint and options made them)."""
     import torch
-    from hydra import compose, initialize_config_dir
 
-    from benchmarks._common import CONF
+    from ddpm.config_check import check_overrides
     from ddpm.io.atomic import atomic_path
     from ddpm.module import step_seed
     from ddpm.music.similarity import piece_overlaps
     from ddpm.sampling import build_sampler, draw_loops, load_checkpoint, resolve_device, restore, set_overrides
 
-    unread = [o for o in overrides if o.lstrip("+~").split("=")[0].split(".")[0] not in SAMPLING_KEYS]
-    if unread:
-        raise SystemExit(
-            f"{unread[0]}: target_rates.py takes the sampling settings of evaluate.py only ({SAMPLING_KEYS})"
-        )
     out = Path(args.out)
     digest = hashlib.sha256(Path(args.ckpt).read_bytes()).hexdigest()[:16]
     request = {"checkpoint_sha256": digest, "n": args.n, "seed": args.seed, "sampler": args.sampler}
@@ -133,8 +128,7 @@ def sample_overlaps(args, overrides: list[str]) -> list[np.ndarray]:
                 sets = list(stored["overlaps"])  # set k is drawn with step_seed(seed, k): more sets add to these
     if len(sets) >= args.sets:
         return sets[: args.sets]
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose("evaluate", [f"ckpt={args.ckpt}", f"sampler={args.sampler}", f"n={args.n}", *overrides])
+    cfg = check_overrides("evaluate", [f"ckpt={args.ckpt}", f"sampler={args.sampler}", f"n={args.n}", *overrides])
     ckpt = load_checkpoint(args.ckpt)
     module, codec = restore(ckpt, args.ckpt)
     set_overrides(cfg, module, codec)
@@ -180,6 +174,21 @@ def main() -> None:
     parser.add_argument("--sampler", default="fast")
     parser.add_argument("--out", default="outputs/target_rates")
     args, overrides = parser.parse_known_args()
+    from ddpm.errors import run_or_exit
+
+    run_or_exit(lambda: report(args, overrides))  # bad input: one line, exit status 2
+
+
+def report(args, overrides: list[str]) -> None:
+    """Score the rows and print the table."""
+    for name, least in (("sets", 1), ("pairings", 1), ("n", 4)):
+        if getattr(args, name) < least:
+            raise ConfigError(f"--{name} {getattr(args, name)}: expected a whole number >= {least}")
+    unread = [o for o in overrides if o.lstrip("+~").split("=")[0].split(".")[0] not in SAMPLING_KEYS]
+    if unread:
+        raise ConfigError(
+            f"{unread[0]}: target_rates.py takes the sampling settings of evaluate.py only: {', '.join(SAMPLING_KEYS)}"
+        )
     from ddpm.music.prepare import read_eval_events, train_events
     from ddpm.music.similarity import piece_overlaps
     from ddpm.progress import to_stderr

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import CONF  # noqa: E402
 
 FIGURES = ("pitch_consistency", "pitch_variance", "duration_consistency", "duration_variance")
 TARGET = {"pitch_consistency": 0.98, "pitch_variance": 0.85, "duration_consistency": 0.98, "duration_variance": 0.85}
@@ -60,12 +59,10 @@ def score_split(args, overrides: list[str], split: int) -> dict:
     if (out / "table.json").is_file() and (out / REQUEST).is_file():
         if json.loads((out / REQUEST).read_text()) == request:
             return json.loads((out / "table.json").read_text())
-    from hydra import compose, initialize_config_dir
-
+    from ddpm.config_check import check_overrides
     from ddpm.evaluation import evaluate
 
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose("evaluate", overrides=base + overrides)  # later overrides win: sampler=ancestral
+    cfg = check_overrides("evaluate", base + overrides)  # later overrides win: sampler=ancestral; bad ones: one line
     files = evaluate(cfg)  # replaces an earlier table in out_dir
     (out / REQUEST).write_text(json.dumps(request, indent=2))
     return json.loads(Path(files["json"]).read_text())
@@ -79,6 +76,17 @@ def main() -> None:
     parser.add_argument("--train-sets", type=int, default=0)
     parser.add_argument("--out", default="outputs/target_sets")
     args, overrides = parser.parse_known_args()
+    from ddpm.errors import run_or_exit
+
+    run_or_exit(lambda: report(args, overrides))  # bad input: one line, exit status 2
+
+
+def report(args, overrides: list[str]) -> None:
+    """Score (or read) each split's table and print the counts."""
+    from ddpm.errors import MissingFileError
+
+    if not Path(args.ckpt).is_file():
+        raise MissingFileError(f"--ckpt {args.ckpt}: no such file (expected a melody run's checkpoint)")
     pooled: dict[str, list[dict]] = {}
     lines = []
     for split in args.splits:

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from benchmarks import target_rates
+from benchmarks import target_rates, target_sets
 from benchmarks.target_rates import bootstrap_rate, meets, model_rates, real_rates, wilson
+from ddpm.errors import ConfigError
 
 
 @pytest.mark.parametrize("k, n", [(0, 10), (3, 10), (45, 100), (897, 2000), (50, 50)])
@@ -48,7 +49,7 @@ def test_each_pairing_draws_a_ground_truth_and_a_real_set_of_other_tunes():
         assert np.array_equal(order[:10], g) and not set(titles[others]) & set(titles[g])  # no tune on both sides
         assert len(others) < 50  # some sequences were left out for sharing a tune
         assert np.array_equal(meets(pool[others[:10]], pool[g]), hit)
-    with pytest.raises(SystemExit, match="--n 25: .* eval sequences of tunes outside a ground truth"):
+    with pytest.raises(ConfigError, match="--n 25: .* eval sequences of tunes outside a ground truth"):
         real_rates(pool, titles, 25, 1, seed=0)
 
 
@@ -92,3 +93,24 @@ def test_target_rates_runs_on_a_melody_run_and_reuses_its_samples(melody_run, tm
     more = np.load(tmp_path / "model_overlaps.npz")["overlaps"]
     assert more.shape == (3, 4, 2) and np.array_equal(more[:2], stored, equal_nan=True)
     assert not np.array_equal(more[2], stored[1], equal_nan=True)  # a set of its own seed
+
+
+@pytest.mark.parametrize(
+    "script, args, message",
+    [
+        (target_rates, ["--ckpt", "nope.ckpt"], "checkpoint not found: nope.ckpt"),
+        (target_rates, ["--ckpt", "x.ckpt", "--sets", "0"], "--sets 0: expected a whole number >= 1"),
+        (target_rates, ["--ckpt", "x.ckpt", "--n", "2"], "--n 2: expected a whole number >= 4"),
+        (target_rates, ["--ckpt", "x.ckpt", "eval_dir=elsewhere"], "eval_dir=elsewhere: target_rates.py takes"),
+        (target_sets, ["--ckpt", "nope.ckpt"], "--ckpt nope.ckpt: no such file"),
+    ],
+)
+def test_the_target_benchmarks_end_bad_input_in_one_line(script, args, message, tmp_path, monkeypatch, capsys):
+    """They printed tracebacks (a missing checkpoint, --sets 0: an IndexError at the end of the work)."""
+    (tmp_path / "x.ckpt").write_bytes(b"")  # never read: the arguments are refused first
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["script.py", *args])
+    with pytest.raises(SystemExit) as e:
+        script.main()
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and message in err
