@@ -195,4 +195,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ddpm.errors import run_or_exit
+
+    run_or_exit(main)  # bad input (a missing checkpoint, a bad override): one line, exit status 2

@@ -1,6 +1,7 @@
 """benchmarks/target_rates.py: how often a set meets issue 9's target, over many ground truths."""
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,3 +115,20 @@ def test_the_target_benchmarks_end_bad_input_in_one_line(script, args, message, 
         script.main()
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1 and message in err
+
+
+@pytest.mark.parametrize("script", ["note_density", "musicvae_quality"])  # each of them: run_or_exit(main)
+def test_every_benchmark_that_reads_a_checkpoint_ends_a_missing_one_in_one_line(script, tmp_path):
+    """Run as a user runs them (``python benchmarks/<script>.py``): a missing file was a traceback."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / f"{script}.py"), "--ckpt", str(tmp_path / "nope.ckpt")],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=120,
+    )
+    assert done.returncode == 2 and done.stderr.strip().startswith("error: ") and "nope.ckpt" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
