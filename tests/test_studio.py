@@ -351,11 +351,31 @@ def test_eval_tunes_are_offered(client):
         ({"n": 2, "sampler": "euler"}, "sampler='euler'"),
         ({"n": 2, "sampler": "ddim", "steps": 11}, "steps=11: expected 1 to 10"),
         ({"n": 2, "temperature": -1}, "temperature"),
+        ({"n": 2, "temprature": 1.0}, "temprature: Extra inputs are not permitted (got 1.0)"),  # was dropped
+        ({"n": True}, "n: Input should be a valid integer (got True)"),  # ran as n=1
+        ({"n": "2"}, "n: Input should be a valid integer (got '2')"),
+        ({"n": {"a": 1}}, "n: Input should be a valid integer (got {'a': 1})"),
     ],
 )
 def test_bad_settings_answer_400_with_the_field(client, body, message):
     response = client.post("/api/generate", json=body)
     assert response.status_code == 400 and message in response.json()["detail"]
+
+
+def test_interpolation_takes_no_sampler_each_mode_once_and_a_broken_body_is_named(client):
+    """Found by a probe: interpolate accepted (and ignored) any sampler, and modes ["noise","noise"] wrote
+    the second row over the first's files; a cut-off JSON body answered "5: JSON decode error"."""
+    ids = [client.post(f"/api/melodies/eval/{i}").json()["id"] for i in (0, 1)]
+    body = {"a": ids[0], "b": ids[1], "n": 1, "steps": 2}
+    for extra, message in (
+        ({"sampler": "bogus"}, "sampler: Extra inputs are not permitted"),
+        ({"modes": ["noise", "noise"]}, "modes: Value error, each mode at most once"),
+    ):
+        response = client.post("/api/interpolate", json=body | extra)
+        assert response.status_code == 400 and message in response.json()["detail"], response.json()
+    cut = client.post("/api/generate", content=b'{"n":', headers={"content-type": "application/json"})
+    assert cut.status_code == 400
+    assert cut.json()["detail"] == "request body: not valid JSON (at character 5); expected a JSON object"
 
 
 def test_bad_uploads_and_ranges_answer_400_413_and_the_server_goes_on(client, tmp_path):

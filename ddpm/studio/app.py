@@ -100,6 +100,9 @@ async def user_error(request: Request, e: UserError) -> JSONResponse:
 async def invalid_request(request: Request, e: RequestValidationError) -> JSONResponse:
     """The first invalid field as one line: ``n: Input should be less than or equal to 16 (got 100)``."""
     first = e.errors()[0]
+    if first["type"] == "json_invalid":  # its loc is ("body", <character>), not a field
+        where = f"character {first['loc'][-1]}" if len(first["loc"]) > 1 else "the start"
+        return JSONResponse({"detail": f"request body: not valid JSON (at {where}); expected a JSON object"}, 400)
     where = ".".join(str(p) for p in first["loc"] if p != "body") or "request"
-    got = f" (got {first['input']!r})" if "input" in first and not isinstance(first["input"], dict) else ""
+    got = f" (got {repr(first['input'])[:80]})" if "input" in first and first["type"] != "missing" else ""
     return JSONResponse({"detail": f"{where}: {first['msg']}{got}"}, status_code=400)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ddpm.errors import UserError
 from ddpm.studio.engine import Melody, Studio
@@ -21,11 +21,17 @@ from ddpm.studio.outputs import new_folder, write_melody
 MAX_MELODIES, MAX_VARIANTS, MAX_BETWEEN = 16, 8, 8
 
 
-class Sampling(BaseModel):
+class Settings(BaseModel):
+    # A misspelt field is refused, not dropped for its default; true is not 1 and "1" is not a number
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    sampler: str | None = None  # default: the serve config's
     steps: int | None = Field(None, ge=1, le=100_000)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
+
+
+class Sampling(Settings):
+    sampler: str | None = None  # default: the serve config's
 
 
 class GenerateRequest(Sampling):
@@ -39,11 +45,18 @@ class InfillRequest(Sampling):
     k: int = Field(3, ge=1, le=MAX_VARIANTS)
 
 
-class InterpolateRequest(Sampling):
+class InterpolateRequest(Settings):  # DDIM there and back: no sampler to choose
     a: str
     b: str
     n: int = Field(3, ge=1, le=MAX_BETWEEN)
     modes: list[Literal["latent", "noise"]] = Field(["latent"], min_length=1, max_length=2)
+
+    @field_validator("modes")
+    @classmethod
+    def each_mode_once(cls, modes: list[str]) -> list[str]:
+        if len(set(modes)) != len(modes):  # a second row would overwrite the first's files
+            raise ValueError("each mode at most once")
+        return modes
 
 
 Item = tuple[str, str, np.ndarray, dict]  # file name, title, events, extra fields
