@@ -23,7 +23,7 @@ from ddpm.config_check import check_values
 from ddpm.errors import MissingFileError, UserError
 from ddpm.io.atomic import new_folder
 from ddpm.module import step_seed
-from ddpm.music.events import NoNotesError, pad_with_rest, read_midi
+from ddpm.music.events import NoNotesError, pad_with_rest, read_midi, unreadable
 from ddpm.music.midi_corpus import midi_files
 from ddpm.music.prepare import MANIFEST, read_eval_events, train_events
 from ddpm.music.scoring import MelodySet, score_sets, table_markdown, write_table
@@ -282,8 +282,9 @@ def midi_row(folder: str, n: int, steps: int, seed: int, codec) -> tuple[MelodyS
         except NoNotesError:
             events = np.zeros(0, np.int64)  # a generator's sample may be silent: scored as such
         except Exception as e:  # noqa: BLE001 - pretty_midi/mido raise many kinds on bad files
-            first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
-            raise UserError(f"midi_dir={folder}: {file.relative_to(path)}: not a readable MIDI file ({first})") from e
+            raise UserError(
+                f"midi_dir={folder}: {file.relative_to(path)}: not a readable MIDI file ({unreadable(e)})"
+            ) from e
         progress.step()
         if not (events >= 2).any():
             silent += 1

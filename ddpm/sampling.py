@@ -242,7 +242,7 @@ def midi_melody(path: str | Path, steps: int, track: int | None = None) -> np.nd
     """A user's MIDI file -> ``steps`` melody events of its pitched track ``track`` (file order; by default
     its melody, ``melody_track``), from the bar of its first note: cut to length, or played again from
     the start until long enough (as short tunes are in training)."""
-    from ddpm.music.events import MissingTrackError, fit_length, from_first_bar, read_midi
+    from ddpm.music.events import MissingTrackError, fit_length, from_first_bar, read_midi, unreadable
 
     path = Path(path)
     which = f"infill_midi={path}" + (f" infill_track={track}" if track is not None else "")
@@ -254,8 +254,7 @@ def midi_melody(path: str | Path, steps: int, track: int | None = None) -> np.nd
     except MissingTrackError as e:
         raise ConfigError(f"infill_track={track}: {path.name}: {e}") from e
     except Exception as e:  # noqa: BLE001 - pretty_midi/mido raise many kinds on bad files
-        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
-        raise ConfigError(f"infill_midi={path}: not a readable MIDI melody ({first})") from e
+        raise ConfigError(f"infill_midi={path}: not a readable MIDI melody ({unreadable(e)})") from e
     if not (events >= 2).any():
         raise ConfigError(f"{which}: no notes in the MIDI range 21-108 (expected a melody)")
     return fit_length(from_first_bar(events, bar_steps), steps)  # whole windows, so a repeat starts on a bar

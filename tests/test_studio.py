@@ -127,6 +127,11 @@ def test_bad_uploads_are_named_user_errors(tmp_path):
         read_upload("x.txt", b"hello, not music", STEPS)
     with pytest.raises(UserError, match="x.mid: not a readable MIDI file"):
         read_upload("x.mid", b"MThd\x00\x00\x00\x06garbage", STEPS)
+    whole = midi_bytes(melody_events(1), tmp_path)  # library errors put in words (a probe got "EOFError: ")
+    with pytest.raises(UserError, match=r"^cut.mid: not a readable MIDI file \(it ends before its tracks do"):
+        read_upload("cut.mid", whole[:30], STEPS)
+    with pytest.raises(UserError, match=r"^x.mid: not a readable MIDI file \(no MIDI events after its header\)$"):
+        read_upload("x.mid", b"MThd" + b"\xff" * 40, STEPS)
     with pytest.raises(UserError, match="too long.*at most 8 bars"):
         read_upload("long.mid", midi_bytes(melody_events(5), tmp_path), STEPS)
     import pretty_midi

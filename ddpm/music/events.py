@@ -150,6 +150,15 @@ class NoNotesError(ValueError):
     """A readable MIDI file without a pitched note."""
 
 
+def unreadable(e: Exception) -> str:
+    """Why a MIDI file could not be read, in words (pretty_midi and mido raise bare library errors)."""
+    if isinstance(e, EOFError):
+        return "it ends before its tracks do: cut short?"
+    if "empty sequence" in str(e):  # mido read a header but no track events
+        return "no MIDI events after its header"
+    return next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+
+
 def read_midi(path: str | Path, track: int | None = None) -> tuple[np.ndarray, int]:
     """A MIDI file -> (events on the 16th grid, steps per bar; 0 where a bar is not a whole number of steps)
     of its pitched track ``track`` (file order, from 0), by default the melody (``melody_track``)."""

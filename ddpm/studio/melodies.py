@@ -19,6 +19,7 @@ from ddpm.music.events import (
     from_first_bar,
     melody_track,
     read_midi_tracks,
+    unreadable,
 )
 
 BAR_STEPS = 16
@@ -47,10 +48,8 @@ def read_upload(name: str, data: bytes, steps: int, track: int | None = None) ->
             lines, _, names = read_midi_tracks(path)
         except NoNotesError as e:
             raise UserError(f"{name}: no melody (no pitched, non-drum notes in the file)") from e
-        except ValueError as e:
-            raise UserError(f"{name}: not a readable MIDI file ({e})") from e
         except Exception as e:  # noqa: BLE001 - pretty_midi/mido raise many types for broken files
-            raise UserError(f"{name}: not a readable MIDI file ({type(e).__name__}: {e})") from e
+            raise UserError(f"{name}: not a readable MIDI file ({unreadable(e)})") from e
     chosen = melody_track(lines) if track is None else track
     tracks = [
         {"index": k, "name": names[k], "notes": int((e >= 2).sum()), "chosen": k == chosen} for k, e in enumerate(lines)
