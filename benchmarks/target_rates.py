@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.target_sets import FIGURES, TARGET  # noqa: E402
 from ddpm.errors import ConfigError  # noqa: E402
+from ddpm.music.similarity import consistency_variance  # noqa: E402
 
 # evaluate.py's keys that change how the model's sets are drawn, the ones this script reads
 SAMPLING_KEYS = (
@@ -52,8 +53,6 @@ SAMPLING_KEYS = (
 def meets(overlaps: np.ndarray, gt_overlaps: np.ndarray) -> np.ndarray:
     """Whether a set (per-piece overlaps ``[n, 2]``) meets each figure of the target against a ground
     truth, and all four: bool ``[5]`` in the order of ``FIGURES``, then all four."""
-    from ddpm.music.similarity import consistency_variance
-
     scores = consistency_variance(overlaps, gt_overlaps)
     each = [scores[k] >= TARGET[k] for k in FIGURES]
     return np.array([*each, all(each)])

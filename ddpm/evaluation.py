@@ -128,15 +128,15 @@ def build_sets(
     codec,
     events: np.ndarray,
     latents: np.ndarray,
+    titles: np.ndarray,
     sampler,
     train: np.ndarray | None = None,
     external: list[MelodySet] = (),
-    titles: np.ndarray | None = None,
 ) -> tuple[MelodySet, list[MelodySet], dict]:
     """Ground truth and every other row's melodies (and latents), drawn with ``cfg.seed``.
 
     ``events`` ``[N, frames * 32]`` are the eval sequences from the corpus and ``latents``
-    ``[N, frames, 512]`` their stored MusicVAE means, ``titles`` their tunes (None: each its own);
+    ``[N, frames, 512]`` their stored MusicVAE means, ``titles`` their tunes;
     ``codec`` is the run's melody codec; ``train``, the train split's sequences as events, makes the
     ``train_sets`` row; ``external`` (``midi_row``) follow the DDPM row.
     """
@@ -150,7 +150,6 @@ def build_sets(
     repaint_spec = _repaint_spec(cfg)  # built before any sampling, so a bad setting costs nothing
     repaint = build_sampler(OmegaConf.create(repaint_spec), module.diffusion) if repaint_spec else None
     gt_idx = order[:n]
-    titles = np.arange(len(events)) if titles is None else np.asarray(titles)
     rest = other_tunes(order[n:], titles, gt_idx)  # real vs real: other tunes, not other parts of the same ones
     if len(rest) < n:
         raise UserError(
@@ -409,7 +408,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Path]:
         external.append(row)
         midi_files_read[midi_folder] = names
     midi_seconds = time.perf_counter() - midi_start
-    gt, sets, timings = build_sets(cfg, module, codec, events, latents, sampler, train, external, titles)
+    gt, sets, timings = build_sets(cfg, module, codec, events, latents, titles, sampler, train, external)
     if external:
         timings["midi_dir"] = midi_seconds  # reading and encoding the MIDI files
     rows = score_sets(sets, gt, codec.space.dims, int(cfg.bootstrap), int(cfg.seed))

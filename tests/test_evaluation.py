@@ -443,21 +443,27 @@ def test_evaluate_and_sample_never_overwrite_an_earlier_run_and_repaint_keeps_th
     assert all(r["temperature"] == 0 and r["period_guidance"] is None for r in settings)  # not period-conditioned
 
 
+def infill_song(run: Path, tmp_path: Path, steps: int, seed: int, n: int, infill: str) -> np.ndarray:
+    """A random song of ``steps`` (a note every quarter) written to ``tmp_path/song.mid`` and infilled by
+    ``sample.py`` into ``tmp_path/out`` (``n`` samples, frames ``infill``); returns its events."""
+    from ddpm.music.events import write_midi
+    from ddpm.sampling import sample
+
+    events = np.zeros(steps, np.int64)
+    events[::4] = 2 + 60 - 21 + np.random.default_rng(seed).integers(-7, 8, steps // 4)
+    song = write_midi(events, tmp_path / "song.mid")
+    overrides = [f"ckpt={run / 'last.ckpt'}", f"n={n}", f"infill={infill}", f"infill_midi={song}"]
+    sample(compose_config("sample", overrides + [f"out_dir={tmp_path / 'out'}", "sampler=ddim", "sampler.steps=5"]))
+    return events
+
+
 def test_infill_midi_keeps_the_users_frames_exactly(melody_run, tmp_path):
-    from ddpm.music.events import pad_with_rest, read_midi, write_midi
-    from ddpm.sampling import load_checkpoint, midi_melody, restore, sample
+    from ddpm.music.events import pad_with_rest, read_midi
+    from ddpm.sampling import load_checkpoint, midi_melody, restore
 
     _, run = melody_run
-    rng = np.random.default_rng(5)
-    events = np.zeros(96, np.int64)  # 3 windows: shorter than the model's 4 frames, so it is looped
-    events[::4] = 2 + 60 - 21 + rng.integers(-5, 6, 24)
-    song = write_midi(events, tmp_path / "song.mid")
-    cfg = compose_config(
-        "sample",
-        [f"ckpt={run / 'last.ckpt'}", "n=3", "infill=[1,3]", f"infill_midi={song}", f"out_dir={tmp_path / 'out'}"]
-        + ["sampler=ddim", "sampler.steps=5"],
-    )
-    sample(cfg)
+    infill_song(run, tmp_path, 96, 5, 3, "[1,3]")  # 3 windows: shorter than the model's 4 frames, so it is looped
+    song = tmp_path / "song.mid"
     generated = np.load(tmp_path / "out" / "generated.npz")["samples"]
     original = np.load(tmp_path / "out" / "original.npz")["samples"]
     _, codec = restore(load_checkpoint(run / "last.ckpt"))
@@ -479,20 +485,11 @@ def test_infill_midi_keeps_the_users_frames_exactly(melody_run, tmp_path):
 def test_infill_midi_writes_the_users_notes_where_a_kept_loop_copies_them(melody_run, tmp_path):
     """A song A B played again (A B A B) with frame 1 regenerated: the loop its kept frames show (period 2)
     makes frame 1 a copy of frame 3, so the files hold the user's own B there, not the MusicVAE's decoding."""
-    from ddpm.music.events import pad_with_rest, read_midi, write_midi
-    from ddpm.sampling import load_checkpoint, restore, sample
+    from ddpm.music.events import pad_with_rest, read_midi
+    from ddpm.sampling import load_checkpoint, restore
 
     _, run = melody_run
-    rng = np.random.default_rng(7)
-    events = np.zeros(64, np.int64)  # two windows, A and B
-    events[::4] = 2 + 60 - 21 + rng.integers(-7, 8, 16)
-    song = write_midi(events, tmp_path / "song.mid")
-    cfg = compose_config(
-        "sample",
-        [f"ckpt={run / 'last.ckpt'}", "n=2", "infill=[1,2]", f"infill_midi={song}", f"out_dir={tmp_path / 'out'}"]
-        + ["sampler=ddim", "sampler.steps=5"],
-    )
-    sample(cfg)
+    events = infill_song(run, tmp_path, 64, 7, 2, "[1,2]")  # two windows, A and B
     record = json.loads((tmp_path / "out" / "record.json").read_text())
     assert record["periods"] == [2, 2]
     _, codec = restore(load_checkpoint(run / "last.ckpt"))
