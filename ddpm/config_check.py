@@ -63,13 +63,15 @@ REAL = {
     "qpm": (0.0, None),
     "noise_level_scale": (0.0, None),
     "min_snr_gamma": (0.0, None),
+    "input_perturbation": (0.0, None),
     "val_fraction": (0.0, 1.0),
     "eval_fraction": (0.0, 1.0),
     "ema_decay": (0.0, 1.0),
     "temperature": (0.0, 2.0),
     "kl_threshold": (0.0, None),
 }
-CLOSED = {"ema_decay": "[)", "temperature": "[]", "kl_threshold": "[)"}  # REAL intervals that hold an end
+# REAL intervals that hold an end
+CLOSED = {"ema_decay": "[)", "temperature": "[]", "kl_threshold": "[)", "input_perturbation": "[)"}
 POSITIVE_LISTS = {"input_shape", "channel_mults"}
 TRAINERS = ("trainer.", "prepare.musicvae.trainer.")  # where the LOOSE keys are Lightning's
 LOOSE = {"devices", "precision", "accelerator", "strategy"}  # Lightning takes several types: see _lightning

@@ -55,6 +55,10 @@ class GaussianDiffusion(nn.Module):
             al. 2023, "Min-SNR weighting"): the nearly clean steps (SNR above ``min_snr_gamma``) count
             less, the noisy ones as in ``eps``.
         min_snr_gamma: the SNR above which ``min_snr`` down-weights a step (Hang et al.: 5).
+        input_perturbation: gamma of Ning et al. (2023, "Input Perturbation Reduces Exposure Bias in
+            Diffusion Models"): in training (``loss(perturb=True)``) x_t is built from ``noise + gamma * xi``
+            with fresh xi ~ N(0, I) while the network is still asked for ``noise``, so it learns from
+            inputs off the forward process, as its own sampling chain feeds it (they use 0.1). 0: off.
     """
 
     def __init__(
@@ -67,6 +71,7 @@ class GaussianDiffusion(nn.Module):
         noise_level_scale: float = NOISE_LEVEL_SCALE,
         loss_weight: Literal["eps", "v", "min_snr"] = "eps",
         min_snr_gamma: float = 5.0,
+        input_perturbation: float = 0.0,
     ):
         super().__init__()
         if time_condition not in ("step", "noise_level", "continuous_noise_level"):
@@ -83,8 +88,11 @@ class GaussianDiffusion(nn.Module):
             raise ValueError(f"clip_value must be a positive number, got {clip_value!r}")
         if not min_snr_gamma > 0:
             raise ValueError(f"min_snr_gamma must be a positive SNR, got {min_snr_gamma!r}")
+        if isinstance(input_perturbation, bool) or not 0 <= input_perturbation < math.inf:
+            raise ValueError(f"input_perturbation must be a number >= 0, got {input_perturbation!r}")
         self.loss_weight = loss_weight
         self.min_snr_gamma = min_snr_gamma
+        self.input_perturbation = float(input_perturbation)
         betas = torch.as_tensor(betas, dtype=torch.float64)
         if betas.ndim != 1 or not ((betas > 0) & (betas < 1)).all():
             raise ValueError("betas must be a 1-D tensor with values in (0, 1)")
@@ -175,6 +183,7 @@ class GaussianDiffusion(nn.Module):
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
         self_condition: float = 0.0,
+        perturb: bool = False,
     ) -> Tensor:
         """Simplified objective ||eps - eps_theta(x_t, t)||^2 of eq. (14), one value per example: [B]
         (weighted by 1 / alpha_bar for ``loss_weight="v"``, by min(SNR, gamma) / SNR for ``"min_snr"``).
@@ -184,6 +193,8 @@ class GaussianDiffusion(nn.Module):
         estimate, ``denoiser(x_t, cond, x_0_hat)``, made by a first pass without one and not
         differentiated (Chen et al. 2023, "Analog Bits", sec. 3.2: 0.5 in training; 1.0 scores the
         network as the sampler uses it). 0: the plain ``denoiser(x_t, cond)``.
+        ``perturb``: build x_t from ``noise`` perturbed by ``input_perturbation`` (training only; the
+        target stays ``noise``).
         """
         batch = x_start.shape[0]
         if t is None:
@@ -198,13 +209,16 @@ class GaussianDiffusion(nn.Module):
         if noise is None:
             noise = _randn(tuple(x_start.shape), generator, x_start.device)
         shape = (batch, *((1,) * (x_start.ndim - 1)))
+        noised = noise
+        if perturb and self.input_perturbation > 0:
+            noised = noise + self.input_perturbation * _randn(tuple(x_start.shape), generator, x_start.device)
         if self.time_condition == "continuous_noise_level":
             level = self.continuous_noise_level(t, generator).reshape(shape)
-            x_t = level * x_start + (1 - level.square()).sqrt() * noise
+            x_t = level * x_start + (1 - level.square()).sqrt() * noised
             cond = level.flatten() * self.noise_level_scale
         else:
             level = extract(self.sqrt_alphas_cumprod, t, x_start.shape)
-            x_t = self.q_sample(x_start, t, noise)
+            x_t = self.q_sample(x_start, t, noised)
             cond = self.model_condition(t)
         if self_condition > 0:
             eps = self._self_conditioned(denoiser, x_t, cond, level, self_condition, generator)

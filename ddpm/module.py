@@ -153,7 +153,9 @@ class DiffusionModule(L.LightningModule):
         net = self.denoiser
         if self.period_condition:
             net = functools.partial(net, period=self.batch_periods(batch, generator))
-        loss = self.diffusion.loss(net, batch, generator=generator, self_condition=0.5 * self.self_condition)
+        loss = self.diffusion.loss(
+            net, batch, generator=generator, self_condition=0.5 * self.self_condition, perturb=True
+        )
         loss = loss.mean()
         self._train_loss = loss.detach()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch.shape[0])

@@ -403,3 +403,60 @@ def test_min_snr_loss_weight_is_the_x0_error_times_the_clamped_snr(condition):
     assert (got[~noisy] < base[~noisy]).all() and float(got[0] / base[0]) < 0.01  # the cleanest step counts least
     with pytest.raises(ValueError, match="min_snr_gamma must be a positive SNR"):
         GaussianDiffusion(mittal_betas(10, 1e-4, 0.1), loss_weight="min_snr", min_snr_gamma=0.0)
+
+
+@pytest.mark.parametrize("condition", ["noise_level", "continuous_noise_level"])
+def test_input_perturbation_builds_x_t_from_perturbed_noise_and_asks_for_the_noise(condition):
+    """input_perturbation=gamma (Ning et al. 2023): with ``perturb``, x_t is built from noise + gamma xi, xi
+    the generator's next normal draw, at the level the network is told, and the target stays the noise;
+    without ``perturb`` (validation) or with gamma = 0 the loss is the plain one, drawing nothing more."""
+    torch.manual_seed(0)
+    betas, gamma = mittal_betas(100, 1e-4, 0.1), 0.3
+    plain = GaussianDiffusion(betas, time_condition=condition)
+    perturbed = GaussianDiffusion(betas, time_condition=condition, input_perturbation=gamma)
+    x_start, noise, t = torch.randn(6, 4, 3), torch.randn(6, 4, 3), torch.tensor([0, 10, 40, 70, 90, 99])
+    seen = []
+
+    def net(x_t, cond):
+        seen.append((x_t, cond))
+        return 0.7 * x_t + 0.1
+
+    def loss(diffusion, perturb):
+        generator = torch.Generator().manual_seed(3)
+        return diffusion.loss(net, x_start, t=t, noise=noise, generator=generator, perturb=perturb)
+
+    got = loss(perturbed, True)
+    x_t, cond = seen[-1]
+    xi = torch.randn(x_start.shape, generator=torch.Generator().manual_seed(3))
+    level = (cond / perturbed.noise_level_scale).reshape(-1, 1, 1)
+    assert torch.allclose(x_t, level * x_start + (1 - level.square()).sqrt() * (noise + gamma * xi), atol=1e-6)
+    # the target: noise, not noise + gamma xi
+    assert torch.allclose(got, (noise - net(x_t, cond)).square().mean(dim=(1, 2)))
+    base = loss(plain, False)
+    assert not torch.allclose(got, base)
+    assert torch.equal(loss(perturbed, False), base) and torch.equal(loss(plain, True), base)
+    with pytest.raises(ValueError, match="input_perturbation must be a number >= 0"):
+        GaussianDiffusion(betas, input_perturbation=-0.1)
+
+
+def test_module_perturbs_the_training_inputs_only():
+    """The module asks for the perturbed inputs in training and scores validation on the forward process."""
+    from ddpm.module import DiffusionModule
+
+    class Net(torch.nn.Module):
+        sample_shape = (3,)
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor(0.5))
+
+        def forward(self, x, t):
+            return self.w * x
+
+    module = DiffusionModule(Net(), GaussianDiffusion(linear_betas(20), input_perturbation=0.1), ema_decay=None)
+    seen = []
+    module.diffusion.loss = lambda *args, **kwargs: seen.append(kwargs.get("perturb", False)) or torch.zeros(4)
+    batch = torch.randn(4, 3)
+    module.training_step(batch, 0)
+    module.validation_step(batch, 0)
+    assert seen == [True, False]

@@ -18,7 +18,8 @@ from ddpm.sampling import infill_inputs, load_checkpoint, midi_melody, set_overr
 
 
 def test_ranges_hold_their_closed_ends_and_refuse_booleans():
-    check_values({"temperature": 2.0, "ema_decay": 0.0, "port": 65535, "render_n": 0, "kl_threshold": 0.0})  # closed
+    check_values({"temperature": 2.0, "ema_decay": 0.0, "port": 65535, "render_n": 0})  # closed ends
+    check_values({"kl_threshold": 0.0, "input_perturbation": 0.0})
     check_values({"workers": 0, "trainer": {"max_epochs": -1, "devices": -1, "max_steps": -1}})  # -1: no limit, all
     for values, message in (
         ({"temperature": 2.01}, r"temperature=2.01: expected a number in \[0.0, 2.0\]"),
@@ -29,6 +30,7 @@ def test_ranges_hold_their_closed_ends_and_refuse_booleans():
         ({"kl_threshold": float("nan")}, r"kl_threshold=nan: expected a number in \[0.0, inf\)"),
         ({"prepare.kl_threshold": -0.1}, r"prepare.kl_threshold=-0.1: expected a number in \[0.0, inf\)"),
         ({"split_seed": -1}, "split_seed=-1: expected an integer >= 0"),
+        ({"diffusion.input_perturbation": -1}, r"diffusion.input_perturbation=-1: expected a number in \[0.0, inf\)"),
         ({"prepare.corpus.workers": -2}, "prepare.corpus.workers=-2: expected an integer >= 0"),  # ran silently
         ({"trainer.max_epochs": -5}, "trainer.max_epochs=-5: expected an integer >= -1"),  # -1: no limit
         ({"trainer.devices": 0}, "trainer.devices=0: expected a number of devices"),
