@@ -437,26 +437,3 @@ def test_input_perturbation_builds_x_t_from_perturbed_noise_and_asks_for_the_noi
     assert torch.equal(loss(perturbed, False), base) and torch.equal(loss(plain, True), base)
     with pytest.raises(ValueError, match="input_perturbation must be a number >= 0"):
         GaussianDiffusion(betas, input_perturbation=-0.1)
-
-
-def test_module_perturbs_the_training_inputs_only():
-    """The module asks for the perturbed inputs in training and scores validation on the forward process."""
-    from ddpm.module import DiffusionModule
-
-    class Net(torch.nn.Module):
-        sample_shape = (3,)
-
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.tensor(0.5))
-
-        def forward(self, x, t):
-            return self.w * x
-
-    module = DiffusionModule(Net(), GaussianDiffusion(linear_betas(20), input_perturbation=0.1), ema_decay=None)
-    seen = []
-    module.diffusion.loss = lambda *args, **kwargs: seen.append(kwargs.get("perturb", False)) or torch.zeros(4)
-    batch = torch.randn(4, 3)
-    module.training_step(batch, 0)
-    module.validation_step(batch, 0)
-    assert seen == [True, False]

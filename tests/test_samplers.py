@@ -462,6 +462,17 @@ def test_module_threads_self_conditioning_through_each_chain():
     assert seen == [0.5]
 
 
+def test_module_perturbs_the_training_inputs_only():
+    """The module asks for input perturbation (``diffusion.input_perturbation``) in training only: validation
+    scores the network on the forward process, so val/loss stays comparable across settings."""
+    module, seen = tiny_module(), []
+    module.diffusion.loss = lambda *args, **kwargs: seen.append(kwargs.get("perturb", False)) or torch.zeros(4)
+    batch = torch.randn(4, 3)
+    module.training_step(batch, 0)
+    module.validation_step(batch, 0)
+    assert seen == [True, False]
+
+
 def test_each_training_batch_draws_from_its_own_seed_epoch_and_index(monkeypatch):
     """Steps and noise of a batch come from (seed, rank, epoch, batch index): the same batch of a later epoch
     draws anew, and a resumed run draws what the uninterrupted one did."""
